@@ -1,0 +1,37 @@
+# izf-book: `make book` (set up and build the book) and `make test` (all tests).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CHAPTERS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+
+.PHONY: help setup book test unit nbval book-check execute clean
+
+help:
+	@echo "make book     set up .venv if missing, build the book (HTML in book/_build/html)"
+	@echo "make test     set up .venv if missing, unit tests + pytest --nbval + book build -W"
+	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build book/ -W --keep-going
+
+# pytest reads testpaths (tests/, notebooks/) and the nbval sanitizer from pyproject.toml.
+test: $(STAMP)
+	$(BIN)/pytest --nbval
+	$(MAKE) book
+
+execute: $(STAMP)
+	@for nb in $(CHAPTERS); do \
+	  echo "papermill $$nb"; \
+	  $(BIN)/papermill "$$nb" "$$nb" --cwd notebooks -k python3 --log-level WARNING || exit 1; \
+	done
+
+clean:
+	rm -rf book/_build

@@ -1,0 +1,197 @@
+"""Invertible layers of the IZF flow f: v -> z = [c, z_f].
+
+Each layer returns ``(output, log_det)`` on the forward pass, where ``log_det`` has
+shape ``(B,)`` and equals log|det d output / d input| (supplementary eq. 13 sums them),
+and has an exact ``inverse``. Nothing is stored between calls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "soft_clamp",
+    "Permutation",
+    "AffineCoupling",
+    "IZFFlow",
+    "split_z",
+    "merge_z",
+]
+
+INIT_STD = 0.01  # development code: weights ~ N(0, 0.01^2), so a new flow is near the identity
+
+
+def soft_clamp(s: Tensor, clamp: float) -> Tensor:
+    """Smoothly bound log-scales to (-clamp, clamp): g(s) = clamp * 2/pi * atan(s / clamp).
+
+    g is odd, monotone and g(s) ~ s for |s| << clamp; it keeps exp(g(s)) finite.
+    """
+    return clamp * (2.0 / math.pi) * torch.atan(s / clamp)
+
+
+class Permutation(nn.Module):
+    """A fixed random reordering of the features (supplementary eq. 10-11).
+
+    The order is drawn once from ``seed`` and stored as a buffer, so it is saved with the
+    ``state_dict``. Its Jacobian is a permutation matrix: log|det| = 0 for every input.
+    """
+
+    perm: Tensor
+    inv_perm: Tensor
+
+    def __init__(self, dim: int, seed: int = 0, order: Tensor | None = None) -> None:
+        super().__init__()
+        if order is None:
+            gen = torch.Generator().manual_seed(int(seed))
+            order = torch.randperm(dim, generator=gen)
+        order = torch.as_tensor(order, dtype=torch.long)
+        if order.shape != (dim,) or not torch.equal(order.sort().values, torch.arange(dim)):
+            raise ValueError(f"order must be a permutation of 0..{dim - 1}, got {order.tolist()}")
+        self.dim = dim
+        self.register_buffer("perm", order.clone())
+        self.register_buffer("inv_perm", torch.argsort(order))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """z = x[..., perm]; returns ``(z, zeros(B))``."""
+        return x[..., self.perm], x.new_zeros(x.shape[:-1])
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """x = z[..., inv_perm], the exact inverse reordering."""
+        return z[..., self.inv_perm]
+
+
+def _subnet(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
+    """Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out), initialised ~ N(0, 0.01^2)."""
+    net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=INIT_STD)
+            nn.init.zeros_(layer.bias)
+    return net
+
+
+class AffineCoupling(nn.Module):
+    """Two-sided affine coupling (Glow / INN style; IZF_KNOWN.md "Coupling").
+
+    With x = [x1, x2] (x1 has ``dim // 2`` entries, x2 the rest, so odd dims work)::
+
+        s2, t2 = net2(x2);  y1 = x1 * exp(g(s2)) + t2
+        s1, t1 = net1(y1);  y2 = x2 * exp(g(s1)) + t1
+
+    Each sub-network predicts s and t together in one pass. The Jacobian is block
+    triangular with diagonal exp(g(s)), so log|det| = sum g(s2) + sum g(s1)
+    (signed, not sum |s| as supplementary eq. 14 prints).
+    """
+
+    def __init__(self, dim: int, hidden: int = 1024, clamp: float = 2.0) -> None:
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"AffineCoupling needs dim >= 2, got {dim}")
+        self.dim, self.hidden, self.clamp = dim, hidden, float(clamp)
+        self.len1 = dim // 2
+        self.len2 = dim - self.len1
+        self.net2 = _subnet(self.len2, 2 * self.len1, hidden)  # conditions x1 on x2
+        self.net1 = _subnet(self.len1, 2 * self.len2, hidden)  # conditions x2 on y1
+
+    def _scale_shift(self, net: nn.Module, u: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = net(u).chunk(2, dim=-1)
+        return soft_clamp(s, self.clamp), t
+
+    def log_scales(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The clamped log-scales (g(s2), g(s1)) applied to x; log_det is the sum of both."""
+        x1, x2 = x[..., : self.len1], x[..., self.len1 :]
+        s2, t2 = self._scale_shift(self.net2, x2)
+        s1, _ = self._scale_shift(self.net1, x1 * torch.exp(s2) + t2)
+        return s2, s1
+
+    def forward_first(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The first half-step alone: [x1, x2] -> [y1, x2] with y1 = x1 * exp(g(s2(x2))) + t2(x2).
+
+        Its Jacobian is upper block triangular [[diag(exp g(s2)), *], [0, I]].
+        """
+        x1, x2 = x[..., : self.len1], x[..., self.len1 :]
+        s2, t2 = self._scale_shift(self.net2, x2)
+        return torch.cat([x1 * torch.exp(s2) + t2, x2], dim=-1), s2.sum(-1)
+
+    def forward_second(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The second half-step alone: [y1, x2] -> [y1, y2] with y2 = x2 * exp(g(s1(y1))) + t1(y1).
+
+        Its Jacobian is lower block triangular [[I, 0], [*, diag(exp g(s1))]]: supplementary eq. 12.
+        """
+        y1, x2 = x[..., : self.len1], x[..., self.len1 :]
+        s1, t1 = self._scale_shift(self.net1, y1)
+        return torch.cat([y1, x2 * torch.exp(s1) + t1], dim=-1), s1.sum(-1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map x (B, dim) to y (B, dim); returns ``(y, log_det)`` with log_det (B,)."""
+        x1, x2 = x[..., : self.len1], x[..., self.len1 :]
+        s2, t2 = self._scale_shift(self.net2, x2)
+        y1 = x1 * torch.exp(s2) + t2
+        s1, t1 = self._scale_shift(self.net1, y1)
+        y2 = x2 * torch.exp(s1) + t1
+        log_det = s2.sum(-1) + s1.sum(-1)
+        return torch.cat([y1, y2], dim=-1), log_det
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Exact inverse: undo the second half first, then the first."""
+        y1, y2 = y[..., : self.len1], y[..., self.len1 :]
+        s1, t1 = self._scale_shift(self.net1, y1)
+        x2 = (y2 - t1) * torch.exp(-s1)
+        s2, t2 = self._scale_shift(self.net2, x2)
+        x1 = (y1 - t2) * torch.exp(-s2)
+        return torch.cat([x1, x2], dim=-1)
+
+
+class IZFFlow(nn.Module):
+    """The IZF flow: ``n_blocks`` permutation-coupling blocks (supplementary sec. 3).
+
+    ``flow(v) -> (z, log_det)`` with log_det = sum of the blocks' log-dets (eq. 13);
+    ``flow.inverse(z) -> v``. Block i's permutation is drawn from ``seed + i``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_blocks: int = 5,
+        hidden: int = 1024,
+        clamp: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_blocks < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        self.dim, self.n_blocks = dim, n_blocks
+        self.permutations = nn.ModuleList(Permutation(dim, seed + i) for i in range(n_blocks))
+        self.couplings = nn.ModuleList(AffineCoupling(dim, hidden, clamp) for _ in range(n_blocks))
+
+    def forward(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """z = f(v) for v (B, dim); returns ``(z, log_det)`` with log_det (B,)."""
+        log_det = v.new_zeros(v.shape[:-1])
+        x = v
+        for perm, coupling in zip(self.permutations, self.couplings):
+            x, _ = perm(x)  # log-det 0 (eq. 11)
+            x, ld = coupling(x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """v = f^{-1}(z), the blocks undone in reverse order."""
+        x = z
+        for perm, coupling in zip(reversed(self.permutations), reversed(self.couplings)):
+            x = perm.inverse(coupling.inverse(x))
+        return x
+
+
+def split_z(z: Tensor, d_a: int) -> tuple[Tensor, Tensor]:
+    """Split z (B, d_v) into c = z[:, :d_a] (semantic) and z_f = z[:, d_a:] (non-semantic)."""
+    if not 0 < d_a < z.shape[-1]:
+        raise ValueError(f"d_a must satisfy 0 < d_a < d_v = {z.shape[-1]}, got {d_a}")
+    return z[..., :d_a], z[..., d_a:]
+
+
+def merge_z(c: Tensor, z_f: Tensor) -> Tensor:
+    """The inverse of :func:`split_z`: z = [c, z_f]."""
+    return torch.cat([c, z_f], dim=-1)
