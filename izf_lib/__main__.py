@@ -1,0 +1,117 @@
+"""Command line: ``python -m izf_lib prepare|train|evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m izf_lib", description="Invertible Zero-Shot Recognition Flows")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    prep = sub.add_parser("prepare", help="write a dataset in the xlsa17 layout")
+    kinds = prep.add_subparsers(dest="kind", required=True)
+    dg = kinds.add_parser("digits", help="the real DIGITS benchmark from scikit-learn's bundled digits")
+    dg.add_argument("--out", required=True, help="data directory; writes OUT/DIGITS/")
+    dg.add_argument("--unseen", default="3,6,9", help="comma-separated unseen digits (default 3,6,9)")
+    dg.add_argument("--no-topology", action="store_true", help="seven-segment attributes only")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the 80/20 trainval/test_seen split")
+    dg.add_argument("--name", default="DIGITS")
+    sy = kinds.add_parser("synthetic", help="a surrogate with a real benchmark's classes, attributes and split sizes")
+    sy.add_argument("--like", default="AWA1", help="AWA1, AWA2, CUB, SUN, APY or FLO")
+    sy.add_argument("--out", required=True, help="data directory; writes OUT/SYN_<LIKE>/ (or OUT/<NAME>/)")
+    sy.add_argument("--att-file", help="an att_splits.mat to take attributes, class names and split sizes from")
+    sy.add_argument("--scale", type=float, default=1.0, help="multiply every split size (e.g. 0.1)")
+    sy.add_argument("--dim", type=int, default=2048, help="feature dimension d_v")
+    sy.add_argument("--noise", type=float, default=1.0, help="within-class noise std")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--name", help="dataset directory name")
+
+    tr = sub.add_parser("train", help="train IZF and write RUNDIR/results.json")
+    tr.add_argument("--dataset", required=True, help="dataset directory name under the data dir, e.g. AWA1 or DIGITS")
+    tr.add_argument("--data-dir", help="folder holding <DATASET>/res101.mat and att_splits.mat (default: $IZF_DATA)")
+    tr.add_argument("--out", required=True, help="run directory for results.json and the checkpoint")
+    tr.add_argument("--classifier", choices=("nbc", "softmax", "both"), default="both")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    tr.add_argument("--config", help="JSON file of IZFConfig overrides")
+    tr.add_argument("--selection", choices=("final", "val", "best_test"), help="epoch selection rule")
+    tr.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: only at the end)")
+    tr.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint.pt")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="rescore a checkpoint without retraining")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--data-dir", help="override the data directory stored in the checkpoint")
+    ev.add_argument("--classifier", choices=("nbc", "softmax", "both"), default="both")
+    ev.add_argument("--device", default="auto")
+    return p
+
+
+def _classifiers(choice: str) -> tuple[str, ...]:
+    return ("nbc", "softmax") if choice == "both" else (choice,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .data import DataError
+
+    try:
+        if args.command == "prepare":
+            from .prepare import prepare_digits, prepare_synthetic
+
+            if args.kind == "digits":
+                unseen = tuple(int(x) for x in args.unseen.split(",") if x.strip())
+                path = prepare_digits(args.out, unseen=unseen, topology=not args.no_topology, seed=args.seed, name=args.name)
+            else:
+                path = prepare_synthetic(args.out, like=args.like, att_file=args.att_file, scale=args.scale,
+                                         d_v=args.dim, noise=args.noise, seed=args.seed, name=args.name)
+            print(f"wrote {path}")
+            print(f"train with: python -m izf_lib train --dataset {path.name} --data-dir {path.parent} --out runs/{path.name}")
+            return 0
+        if args.command == "train":
+            from .config import IZFConfig
+            from .data import load_xlsa17
+            from .train import fit
+
+            config = IZFConfig.from_file(args.config) if args.config else IZFConfig()
+            overrides = {"epochs": args.epochs, "seed": args.seed, "selection": args.selection, "eval_every": args.eval_every}
+            config = IZFConfig.from_dict({**config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+            data = load_xlsa17(args.dataset, args.data_dir)
+            res = fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
+                      resume=args.resume, progress=not args.quiet, data_dir=args.data_dir)
+            print(json.dumps({"czsl": res["czsl"], "gzsl": res["gzsl"], "selection": res["selection"]}, indent=1))
+            print(f"wrote {Path(args.out) / 'results.json'}")
+            return 0
+        if args.command == "evaluate":
+            import torch
+
+            from .data import load_xlsa17
+            from .evaluation import score_benchmark
+            from .train import load_checkpoint, resolve_device
+
+            dev = resolve_device(args.device)
+            model, config, meta = load_checkpoint(args.checkpoint, dev)
+            data = load_xlsa17(meta["dataset"], args.data_dir or meta.get("data_dir"))
+            gen = torch.Generator(device=dev).manual_seed(config.seed)
+            res = {"checkpoint": str(args.checkpoint), "epoch": meta["epoch"], "dataset": meta["dataset"],
+                   **score_benchmark(model, data, _classifiers(args.classifier), config, gen)}
+            out = Path(args.checkpoint).with_name("evaluation.json")
+            out.write_text(json.dumps(res, indent=1))
+            print(json.dumps(res, indent=1))
+            print(f"wrote {out}")
+            return 0
+    except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""IZF-NBC and IZF-Softmax, in CZSL (candidates Y^u) and GZSL (candidates Y^s and Y^u) modes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .data import TrainSplit
+from .model import IZF
+
+__all__ = ["nbc_predict", "density_argmax_predict", "SoftmaxClassifier", "train_softmax"]
+
+_CHUNK = 4096  # rows per forward pass at test time
+
+
+@torch.no_grad()
+def nbc_predict(model: IZF, v: Tensor, classes: Tensor) -> Tensor:
+    """IZF-NBC: y_hat = argmax_{y in classes} p(v|y) p(y), computed as the nearest attribute in c-space.
+
+    Derivation (eq. 9): log p(v|y) = log N(c; a_y, sigma^2 I) + log N(z_f; 0, I) + log|det df/dv|.
+    Only the first term depends on y: z_f and the log-det are functions of v alone, so they
+    add the same constant to every class's score and cancel in the argmax. With a uniform
+    prior p(y) and a shared sigma, log N(c; a_y, sigma^2 I) = -||c - a_y||^2 / (2 sigma^2) + const,
+    so the argmax is argmin_y ||c - a_y||. Cost per image: one forward pass plus O(M d_a).
+    """
+    model.eval()
+    att = model.att[classes]
+    out = []
+    for start in range(0, v.shape[0], _CHUNK):
+        c, _, _ = model.encode(v[start:start + _CHUNK].to(model.att.device))
+        out.append(classes[torch.cdist(c, att).argmin(1)])
+    return torch.cat(out) if out else classes.new_empty(0)
+
+
+@torch.no_grad()
+def density_argmax_predict(model: IZF, v: Tensor, classes: Tensor) -> Tensor:
+    """argmax_y log p(v|y) over ``classes`` with the full density (all terms of eq. 9); equals NBC."""
+    model.eval()
+    out = []
+    for start in range(0, v.shape[0], _CHUNK):
+        scores = model.class_log_prob(v[start:start + _CHUNK].to(model.att.device), classes)
+        out.append(classes[scores.argmax(1)])
+    return torch.cat(out) if out else classes.new_empty(0)
+
+
+class SoftmaxClassifier(nn.Module):
+    """A linear softmax classifier over the candidate ``classes`` (K,), mapping outputs back to class ids."""
+
+    classes: Tensor
+
+    def __init__(self, d_v: int, classes: Tensor) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_v, classes.numel())
+        self.register_buffer("classes", classes.clone())
+
+    def forward(self, v: Tensor) -> Tensor:
+        """Logits (B, K)."""
+        return self.linear(v)
+
+    @torch.no_grad()
+    def predict(self, v: Tensor) -> Tensor:
+        """Predicted class ids (B,)."""
+        dev = self.classes.device
+        return torch.cat([self.classes[self(v[s:s + _CHUNK].to(dev)).argmax(1)] for s in range(0, v.shape[0], _CHUNK)])
+
+
+def train_softmax(
+    model: IZF,
+    train: TrainSplit,
+    gzsl: bool,
+    steps: int,
+    lr: float,
+    batch: int,
+    generator: torch.Generator,
+) -> SoftmaxClassifier:
+    """IZF-Softmax: fit a linear classifier on real seen features plus freshly generated unseen ones.
+
+    GZSL: candidates Y^s and Y^u, each step ``batch`` real seen trainval pairs and ``batch``
+    generated unseen features. CZSL: candidates Y^u, generated unseen features only. Only
+    ``train`` (trainval data and attributes) is read.
+    """
+    device = model.att.device
+    unseen = train.unseen.to(device)
+    classes = torch.cat([train.seen, train.unseen]).to(device) if gzsl else unseen
+    clf = SoftmaxClassifier(train.d_v, classes).to(device)
+    index = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long, device=device)
+    index[classes] = torch.arange(classes.numel(), device=device)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr)
+    v_real, y_real = train.v.to(device), train.y.to(device)
+    model.eval()
+    for _ in range(steps):
+        with torch.no_grad():
+            y_gen = unseen[torch.randint(unseen.numel(), (batch,), generator=generator, device=device)]
+            v_gen = model.generate_classes(y_gen, generator)
+            if gzsl:
+                pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)
+                v_b, y_b = torch.cat([v_real[pick], v_gen]), torch.cat([y_real[pick], y_gen])
+            else:
+                v_b, y_b = v_gen, y_gen
+        loss = nn.functional.cross_entropy(clf(v_b), index[y_b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return clf

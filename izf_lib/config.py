@@ -1,0 +1,96 @@
+"""Every IZF choice in one place, each default with its source.
+
+Sources: "supp." = the paper's supplementary document; "dev" = the first author's early
+development code and an unofficial re-implementation (IZF_KNOWN.md), i.e. a reconstruction,
+not a value stated by the paper; "ours" = this project's choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["IZFConfig", "SELECTION_RULES"]
+
+SELECTION_RULES = ("final", "val", "best_test")
+
+
+@dataclass
+class IZFConfig:
+    """Model, loss, training and classifier settings of an IZF run."""
+
+    # flow
+    n_blocks: int = 5            # supp. sec. 3: "IZF involves 5 permutation-coupling blocks"
+    hidden: int = 1024           # dev: Linear(in, 1024) -> ReLU -> Linear(1024, 2 out)
+    clamp: float = 2.0           # dev: soft clamp of the log-scales
+    # density p(c|y) = N(a_y, sigma^2 I)
+    sigma: float | None = None   # None: implied by w_c, sigma^2 = d_a / (2 w_c d_v) (matches dev's c-term)
+    w_c: float = 10.0            # dev: weight of mean((c - a_y)^2) in L_flow
+    flow_loss: str = "nll"       # "nll": -log p(v|y)/d_v from eq. 9 (ours); "dev": dev code's per-dim form
+    # loss weights
+    lambda_flow: float = 2.0     # dev (lambda_1)
+    lambda_c: float = 1.0        # dev (lambda_2)
+    lambda_immd: float = 0.1     # supp. 4.2: lambda_3 = 0.1
+    mmd_scales: tuple[float, ...] = (0.1, 0.2, 1.5, 3.0, 5.0, 10.0)  # dev: multi-scale IMQ kernel
+    # training
+    epochs: int = 100            # supp. 5.2: "~100 epochs"
+    batch_size: int = 256        # dev
+    lr: float = 5e-4             # dev (Adam)
+    weight_decay: float = 1e-5   # dev
+    grad_clip: float = 10.0      # dev: gradient-norm clip
+    dequant: float = 0.008       # dev: uniform dequantisation noise 0.008 * U(0, 1)
+    eval_every: int = 5          # supp. 5.2: a stand-alone classifier every 5 epochs
+    # classifiers
+    softmax_steps: int = 1000    # dev: 1000 Adam steps
+    softmax_lr: float = 5e-4     # dev
+    softmax_batch: int = 256     # dev: 256 real seen + 256 generated unseen per step
+    # selection and validation
+    selection: str = "final"     # ours: "final" (fixed schedule), "val" (class-level fold), "best_test" (optimistic)
+    val_fold: int = 1            # xlsa17 fold K: trainclassesK.txt / valclassesK.txt
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.mmd_scales = tuple(float(s) for s in self.mmd_scales)
+        if self.selection not in SELECTION_RULES:
+            raise ValueError(f"selection must be one of {SELECTION_RULES}, got '{self.selection}'")
+        if self.flow_loss not in ("nll", "dev"):
+            raise ValueError(f"flow_loss must be 'nll' or 'dev', got '{self.flow_loss}'")
+        for name in ("n_blocks", "hidden", "epochs", "batch_size", "softmax_steps", "softmax_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}")
+        if self.sigma is not None and self.sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+
+    def sigma_for(self, d_v: int, d_a: int) -> float:
+        """The std of p(c|y): ``sigma`` if set, else the value implied by ``w_c``."""
+        return self.sigma if self.sigma is not None else math.sqrt(d_a / (2.0 * self.w_c * d_v))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mmd_scales"] = list(self.mmd_scales)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "IZFConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown IZF config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "IZFConfig":
+        """Read a JSON file of config overrides (any subset of the fields)."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read a JSON config: {exc}") from exc
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a config file must hold a JSON object, found {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))

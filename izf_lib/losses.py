@@ -1,0 +1,88 @@
+"""The three IZF losses (IZF_KNOWN.md "Losses"); each docstring names its source.
+
+L = lambda_1 L_flow + lambda_2 L_C + lambda_3 L_iMMD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .density import log_prob_from_latent
+from .flows import merge_z
+
+__all__ = [
+    "IMQ_SCALES",
+    "flow_nll",
+    "flow_loss_dev",
+    "centralizing_loss",
+    "imq_kernel",
+    "mmd2",
+    "immd_loss",
+]
+
+IMQ_SCALES: tuple[float, ...] = (0.1, 0.2, 1.5, 3.0, 5.0, 10.0)  # development code
+
+
+def flow_nll(c: Tensor, z_f: Tensor, log_det: Tensor, att_y: Tensor, sigma: float) -> Tensor:
+    """L_flow: -log p(v|y) of supplementary eq. 9, averaged over the batch, in nats per dimension.
+
+    Dividing by d_v only rescales the gradient; it makes values comparable across datasets.
+    """
+    d_v = c.shape[-1] + z_f.shape[-1]
+    return -log_prob_from_latent(c, z_f, log_det, att_y, sigma).mean() / d_v
+
+
+def flow_loss_dev(c: Tensor, z_f: Tensor, log_det: Tensor, att_y: Tensor, w_c: float) -> Tensor:
+    """L_flow in the development code's per-dimension form (a reconstruction, not the paper's text).
+
+    w_c * mean((c - a_y)^2) + mean(z_f^2) / 2 - mean(log_det) / d_v.
+    """
+    d_v = c.shape[-1] + z_f.shape[-1]
+    return w_c * ((c - att_y) ** 2).mean() + 0.5 * (z_f**2).mean() - log_det.mean() / d_v
+
+
+def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor) -> Tensor:
+    """L_C: sum over the classes y in the batch of || f^{-1}([a_y, 0]) - mean of the batch's v of class y ||_2.
+
+    Pulls each class's "centre" generation onto the class mean of real features
+    (IZF_KNOWN.md; the exact form in the main paper is a reconstruction).
+    """
+    classes, inverse = torch.unique(y, return_inverse=True)
+    counts = torch.bincount(inverse, minlength=classes.numel()).to(v.dtype)
+    means = torch.zeros(classes.numel(), v.shape[1], dtype=v.dtype, device=v.device)
+    means.index_add_(0, inverse, v)
+    means = means / counts[:, None]
+    a = att[classes]
+    centres = flow.inverse(merge_z(a, a.new_zeros(a.shape[0], v.shape[1] - a.shape[1])))
+    return (centres - means).norm(dim=1).sum()
+
+
+def imq_kernel(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:
+    """Multi-scale inverse multiquadric kernel k(x, x') = sum_C C / (C + ||x - x'||^2); shape (n, m)."""
+    d2 = (x.pow(2).sum(1)[:, None] + y.pow(2).sum(1)[None, :] - 2.0 * x @ y.T).clamp_min(0.0)
+    return sum(s / (s + d2) for s in scales)
+
+
+def mmd2(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES, unbiased: bool = False) -> Tensor:
+    """Squared MMD between the samples x (n, d) and y (m, d) under the IMQ kernel.
+
+    The default biased (V-statistic) estimate is >= 0 and exactly 0 for identical sets; the
+    unbiased (U-statistic) estimate drops the diagonal terms and can be negative.
+    """
+    kxx, kyy, kxy = imq_kernel(x, x, scales), imq_kernel(y, y, scales), imq_kernel(x, y, scales)
+    n, m = x.shape[0], y.shape[0]
+    if unbiased:
+        if n < 2 or m < 2:
+            raise ValueError("the unbiased MMD needs at least two samples per set")
+        return ((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+                + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2.0 * kxy.mean())
+    return kxx.mean() + kyy.mean() - 2.0 * kxy.mean()
+
+
+def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:
+    """L_iMMD = -MMD^2(real seen batch, generated unseen batch): pushes generated unseen features
+    away from the real seen ones (negative-sample MMD; weight lambda_3 = 0.1, supplementary 4.2)."""
+    return -mmd2(v_seen, v_unseen_generated, scales)

@@ -1,0 +1,91 @@
+"""The IZF model: a flow f with a class-conditional factorised latent (supplementary eq. 9)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import losses
+from .config import IZFConfig
+from .density import log_normal, log_prob_from_latent
+from .flows import IZFFlow, merge_z, split_z
+
+__all__ = ["IZF"]
+
+
+class IZF(nn.Module):
+    """IZF on d_v-dimensional features with class attributes ``att`` (C, d_a).
+
+    ``encode`` is the forward pass v -> (c, z_f, log_det); ``generate`` the reverse pass
+    [a_y, z_f] -> v with z_f ~ N(0, I). The attribute table is a buffer, saved with the model.
+    """
+
+    att: Tensor
+
+    def __init__(self, att: Tensor, d_v: int, config: IZFConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or IZFConfig()
+        d_a = att.shape[1]
+        if not 0 < d_a < d_v:
+            raise ValueError(f"IZF needs 0 < d_a < d_v, got d_a = {d_a}, d_v = {d_v}")
+        self.d_v, self.d_a = d_v, d_a
+        self.sigma = self.config.sigma_for(d_v, d_a)
+        self.flow = IZFFlow(d_v, self.config.n_blocks, self.config.hidden, self.config.clamp, seed=self.config.seed)
+        self.register_buffer("att", att.detach().clone().float())
+
+    def encode(self, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward pass: v (B, d_v) -> c (B, d_a), z_f (B, d_v - d_a), log_det (B,)."""
+        z, log_det = self.flow(v)
+        c, z_f = split_z(z, self.d_a)
+        return c, z_f, log_det
+
+    def log_prob(self, v: Tensor, y: Tensor) -> Tensor:
+        """log p(v|y) of eq. 9 for features v (B, d_v) and class ids y (B,); shape (B,)."""
+        c, z_f, log_det = self.encode(v)
+        return log_prob_from_latent(c, z_f, log_det, self.att[y], self.sigma)
+
+    def class_log_prob(self, v: Tensor, classes: Tensor) -> Tensor:
+        """log p(v|y) for every candidate class y in ``classes`` (K,): shape (B, K), one forward pass."""
+        c, z_f, log_det = self.encode(v)
+        log_p_c = log_normal(c[:, None, :], self.att[classes][None, :, :], self.sigma)  # (B, K)
+        return log_p_c + (log_normal(z_f) + log_det)[:, None]
+
+    def generate(self, att: Tensor, n: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Reverse pass: n features per attribute row of att (K, d_a); shape (K * n, d_v), class-major."""
+        c = att.to(self.att.device, self.att.dtype).repeat_interleave(n, dim=0)
+        z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
+        return self.flow.inverse(merge_z(c, z_f))
+
+    def generate_classes(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One generated feature per class id in y (B,): v = f^{-1}([a_y, z_f]), z_f ~ N(0, I)."""
+        c = self.att[y]
+        z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
+        return self.flow.inverse(merge_z(c, z_f))
+
+    def objective(
+        self, v: Tensor, y: Tensor, unseen: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """The training loss L = lambda_1 L_flow + lambda_2 L_C + lambda_3 L_iMMD on one seen batch.
+
+        ``v`` (B, d_v), ``y`` (B,) are real seen training pairs; the iMMD term generates B
+        unseen features from the attributes of ``unseen`` only (no unseen images are used).
+        """
+        cfg = self.config
+        c, z_f, log_det = self.encode(v)
+        att_y = self.att[y]
+        if cfg.flow_loss == "nll":
+            l_flow = losses.flow_nll(c, z_f, log_det, att_y, self.sigma)
+        else:
+            l_flow = losses.flow_loss_dev(c, z_f, log_det, att_y, cfg.w_c)
+        out = {"l_flow": l_flow}
+        total = cfg.lambda_flow * l_flow
+        if cfg.lambda_c:
+            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att)
+            total = total + cfg.lambda_c * out["l_c"]
+        if cfg.lambda_immd and unseen.numel():
+            pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)
+            v_gen = self.generate_classes(unseen[pick], generator)
+            out["l_immd"] = losses.immd_loss(v, v_gen, cfg.mmd_scales)
+            total = total + cfg.lambda_immd * out["l_immd"]
+        out["loss"] = total
+        return out

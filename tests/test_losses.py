@@ -1,0 +1,92 @@
+"""The IZF losses: MMD properties, centralizing loss, flow NLL."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from izf_lib.density import conditional_log_prob
+from izf_lib.flows import IZFFlow, merge_z
+from izf_lib.losses import centralizing_loss, flow_loss_dev, flow_nll, imq_kernel, immd_loss, mmd2
+
+
+def test_imq_kernel_is_sum_over_scales() -> None:
+    x, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])  # squared distance 25
+    assert imq_kernel(x, y, (1.0, 5.0)).item() == pytest.approx(1 / 26 + 5 / 30)
+    assert imq_kernel(x, x, (1.0, 5.0)).item() == pytest.approx(2.0)
+
+
+def test_mmd_is_zero_for_identical_sets_and_nonnegative() -> None:
+    x = torch.randn(50, 4)
+    assert mmd2(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    for _ in range(5):
+        assert mmd2(torch.randn(30, 4), torch.randn(40, 4)).item() >= 0
+
+
+def test_mmd_grows_with_distance() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=gen)
+    y = torch.randn(200, 3, generator=gen)
+    values = [mmd2(x, y + shift).item() for shift in (0.0, 0.5, 1.0, 2.0, 4.0)]
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_unbiased_mmd_is_centred_while_biased_is_not() -> None:
+    """Same distribution: the biased estimate is positive on average, the unbiased one averages ~0."""
+    gen = torch.Generator().manual_seed(1)
+    biased, unbiased = [], []
+    for _ in range(200):
+        x, y = torch.randn(10, 2, generator=gen), torch.randn(10, 2, generator=gen)
+        biased.append(mmd2(x, y).item())
+        unbiased.append(mmd2(x, y, unbiased=True).item())
+    b, u = torch.tensor(biased), torch.tensor(unbiased)
+    assert b.mean() > 5 * b.std() / math.sqrt(200)
+    assert u.mean().abs() < 3 * u.std() / math.sqrt(200)
+    assert (u < 0).any()
+
+
+def test_immd_gradient_is_finite_and_pushes_sets_apart() -> None:
+    x = torch.randn(20, 3)
+    y = (torch.randn(20, 3) + 0.5).requires_grad_()
+    loss = immd_loss(x, y)
+    loss.backward()
+    assert torch.isfinite(y.grad).all()
+    with torch.no_grad():
+        y2 = y - 0.1 * y.grad / y.grad.norm()
+    assert immd_loss(x, y2) < loss  # a descent step increases the MMD
+
+
+def test_centralizing_loss_matches_its_definition() -> None:
+    torch.manual_seed(0)
+    flow = IZFFlow(5, n_blocks=2, hidden=8).double()
+    att = torch.rand(4, 2, dtype=torch.float64)
+    v = torch.randn(7, 5, dtype=torch.float64)
+    y = torch.tensor([0, 2, 2, 3, 0, 0, 2])
+    expected = 0.0
+    for k in (0, 2, 3):
+        centre = flow.inverse(merge_z(att[k:k + 1], torch.zeros(1, 3, dtype=torch.float64)))[0]
+        expected += (centre - v[y == k].mean(0)).norm()
+    got = centralizing_loss(flow, v, y, att)
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert all(p.grad is not None for p in flow.parameters())
+
+
+def test_flow_nll_is_minus_log_density_per_dimension() -> None:
+    torch.manual_seed(1)
+    flow = IZFFlow(6, n_blocks=2, hidden=8).double()
+    v = torch.randn(5, 6, dtype=torch.float64)
+    att_y = torch.rand(5, 2, dtype=torch.float64)
+    z, log_det = flow(v)
+    got = flow_nll(z[:, :2], z[:, 2:], log_det, att_y, sigma=0.3)
+    torch.testing.assert_close(got, -conditional_log_prob(flow, v, att_y, 0.3).mean() / 6)
+
+
+def test_dev_flow_loss_formula() -> None:
+    c, z_f = torch.ones(2, 2), torch.full((2, 4), 2.0)
+    log_det = torch.tensor([6.0, 0.0])
+    att_y = torch.zeros(2, 2)
+    # 10 * 1 + 4 / 2 - 3 / 6
+    assert flow_loss_dev(c, z_f, log_det, att_y, w_c=10.0).item() == pytest.approx(11.5)

@@ -1,0 +1,59 @@
+"""The IZF model and its classifiers."""
+
+from __future__ import annotations
+
+import torch
+
+from izf_lib.classifiers import density_argmax_predict, nbc_predict
+from izf_lib.config import IZFConfig
+from izf_lib.model import IZF
+
+
+def _model(seed: int = 0) -> IZF:
+    torch.manual_seed(seed)
+    att = torch.rand(5, 3)
+    model = IZF(att, d_v=8, config=IZFConfig(hidden=16, n_blocks=3))
+    with torch.no_grad():
+        for p in model.flow.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+def test_generate_inverts_encode() -> None:
+    model = _model()
+    gen = torch.Generator().manual_seed(0)
+    v = model.generate(model.att[:2], n=4, generator=gen)
+    assert v.shape == (8, 8)
+    c, z_f, _ = model.encode(v)
+    torch.testing.assert_close(c, model.att[:2].repeat_interleave(4, 0), atol=1e-4, rtol=0)
+
+
+def test_class_log_prob_matches_log_prob_per_class() -> None:
+    model = _model()
+    v = torch.randn(6, 8)
+    classes = torch.tensor([0, 2, 4])
+    table = model.class_log_prob(v, classes)
+    for j, k in enumerate(classes.tolist()):
+        torch.testing.assert_close(table[:, j], model.log_prob(v, torch.full((6,), k)))
+
+
+def test_nbc_equals_full_density_argmax() -> None:
+    model = _model(3)
+    v = torch.randn(200, 8)
+    classes = torch.tensor([1, 3, 4])
+    assert torch.equal(nbc_predict(model, v, classes), density_argmax_predict(model, v, classes))
+
+
+def test_objective_reaches_every_parameter() -> None:
+    model = _model()
+    out = model.objective(torch.rand(10, 8), torch.tensor([0, 1, 2] * 3 + [0]), torch.tensor([3, 4]))
+    assert set(out) == {"l_flow", "l_c", "l_immd", "loss"}
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_sigma_default_matches_dev_code_weight() -> None:
+    cfg = IZFConfig()
+    assert abs(1.0 / (2 * cfg.sigma_for(2048, 85) ** 2 * 2048) - cfg.w_c / 85) < 1e-9
+    assert IZFConfig(sigma=0.5).sigma_for(2048, 85) == 0.5
