@@ -67,38 +67,47 @@ class SoftmaxClassifier(nn.Module):
 def train_softmax(
     model: IZF,
     train: TrainSplit,
-    gzsl: bool,
     steps: int,
     lr: float,
     batch: int,
     generator: torch.Generator,
-) -> SoftmaxClassifier:
-    """IZF-Softmax: fit a linear classifier on real seen features plus freshly generated unseen ones.
+    modes: tuple[str, ...] = ("czsl", "gzsl"),
+) -> dict[str, SoftmaxClassifier]:
+    """IZF-Softmax: fit linear classifiers on real seen features plus freshly generated unseen ones.
 
-    GZSL: candidates Y^s and Y^u, each step ``batch`` real seen trainval pairs and ``batch``
-    generated unseen features. CZSL: candidates Y^u, generated unseen features only. Only
-    ``train`` (trainval data and attributes) is read.
+    Each step generates ``batch`` unseen features (classes uniform over Y^u) from the
+    attributes. ``gzsl``: candidates Y^s and Y^u, trained on ``batch`` real seen trainval pairs
+    plus the generated batch. ``czsl``: candidates Y^u, generated features only. Both modes
+    share each step's generated batch, halving the cost of the reverse passes. Only ``train``
+    (trainval data and attributes) is read.
     """
+    unknown = set(modes) - {"czsl", "gzsl"}
+    if unknown:
+        raise ValueError(f"unknown softmax modes {sorted(unknown)}")
     device = model.att.device
     unseen = train.unseen.to(device)
-    classes = torch.cat([train.seen, train.unseen]).to(device) if gzsl else unseen
-    clf = SoftmaxClassifier(train.d_v, classes).to(device)
-    index = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long, device=device)
-    index[classes] = torch.arange(classes.numel(), device=device)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr)
+    candidates = {"czsl": unseen, "gzsl": torch.cat([train.seen.to(device), unseen])}
+    clfs = {m: SoftmaxClassifier(train.d_v, candidates[m]).to(device) for m in modes}
+    index = {}
+    for m in modes:
+        idx = torch.full((int(candidates[m].max()) + 1,), -1, dtype=torch.long, device=device)
+        idx[candidates[m]] = torch.arange(candidates[m].numel(), device=device)
+        index[m] = idx
+    opts = {m: torch.optim.Adam(clfs[m].parameters(), lr=lr) for m in modes}
     v_real, y_real = train.v.to(device), train.y.to(device)
     model.eval()
     for _ in range(steps):
         with torch.no_grad():
             y_gen = unseen[torch.randint(unseen.numel(), (batch,), generator=generator, device=device)]
             v_gen = model.generate_classes(y_gen, generator)
-            if gzsl:
+            batches = {"czsl": (v_gen, y_gen)}
+            if "gzsl" in modes:
                 pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)
-                v_b, y_b = torch.cat([v_real[pick], v_gen]), torch.cat([y_real[pick], y_gen])
-            else:
-                v_b, y_b = v_gen, y_gen
-        loss = nn.functional.cross_entropy(clf(v_b), index[y_b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return clf
+                batches["gzsl"] = (torch.cat([v_real[pick], v_gen]), torch.cat([y_real[pick], y_gen]))
+        for m in modes:
+            v_b, y_b = batches[m]
+            loss = nn.functional.cross_entropy(clfs[m](v_b), index[m][y_b])
+            opts[m].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[m].step()
+    return clfs

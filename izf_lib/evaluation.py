@@ -42,10 +42,9 @@ def score(
             pred_czsl = nbc_predict(model, v_unseen, unseen)
             pred_seen, pred_unseen = nbc_predict(model, v_seen, both), nbc_predict(model, v_unseen, both)
         else:
-            kw = dict(steps=config.softmax_steps, lr=config.softmax_lr, batch=config.softmax_batch, generator=generator)
-            pred_czsl = train_softmax(model, train, gzsl=False, **kw).predict(v_unseen)
-            g = train_softmax(model, train, gzsl=True, **kw)
-            pred_seen, pred_unseen = g.predict(v_seen), g.predict(v_unseen)
+            clfs = train_softmax(model, train, config.softmax_steps, config.softmax_lr, config.softmax_batch, generator)
+            pred_czsl = clfs["czsl"].predict(v_unseen)
+            pred_seen, pred_unseen = clfs["gzsl"].predict(v_seen), clfs["gzsl"].predict(v_unseen)
         result["czsl"][clf] = {"T1": 100.0 * czsl_t1(y_unseen, pred_czsl.cpu())}
         gz = gzsl_scores(y_seen, pred_seen.cpu(), y_unseen, pred_unseen.cpu())
         result["gzsl"][clf] = {k: 100.0 * x for k, x in gz.items()}
