@@ -1,0 +1,177 @@
+"""The toy experiment of supplementary section 4.1 (Listing 1.1) and its measurements.
+
+Four classes in 2-D with attributes (0,1), (0,0), (1,0) seen and (1,1) unseen; samples are
+2a - 1 + N(0, (1/3)^2 I). Every generator is trained on the seen classes only and asked to
+produce the unseen class from its attributes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import IZFConfig
+from .losses import mmd2
+from .model import IZF
+
+__all__ = ["ToyReader", "TOY_ATT", "UNSEEN_CENTRE", "DIVERGED_CENTRE_ERROR", "COLLAPSED_SPREAD",
+           "train_toy_izf", "toy_metrics", "run_status", "run_toy"]
+
+TOY_ATT = np.asarray([[0, 1], [0, 0], [1, 0], [1, 1]], dtype=np.float32)  # classes 0-2 seen, 3 unseen
+UNSEEN_CENTRE = (1.0, 1.0)  # 2 * (1, 1) - 1
+DIVERGED_CENTRE_ERROR = 3.0  # ours: a generated mean 3 units from (1, 1) lies outside all the data
+COLLAPSED_SPREAD = 0.05      # ours: per-axis std below 0.05 (true 1/3) is a collapsed generator
+
+
+class ToyReader:
+    """Listing 1.1 of the supplementary, faithfully, with its bugs fixed.
+
+    ``get_batch_tensor(part)`` returns, in the listing's order, ``[feat, label, label_emb,
+    s_cls, u_cls, cls_emb, s_cls_emb, u_cls_emb]``: for ``part`` 'training' or 'seen' a batch
+    with ``batch_size // 3`` samples of each seen class, for 'unseen' ``batch_size`` samples of
+    the unseen class; features are zero-padded to 4-D when ``padding`` is set.
+
+    Fixes: (1) the listing asserts ``self.batch_size % 12 == 0`` before ``batch_size`` is ever
+    set (an AttributeError); here it is a constructor argument, checked after it is set.
+    (2) ``super().__init__(**kwargs)`` on ``object`` raises for any keyword; dropped.
+    (3) it draws from NumPy's global random state; here from a seeded generator, so runs
+    repeat exactly. (4) device is an argument instead of a module-level global.
+    """
+
+    content = ["feat", "label", "label_emb", "s_cls", "u_cls", "cls_emb", "s_cls_emb", "u_cls_emb"]
+    parts = ["training", "seen", "unseen"]
+
+    def __init__(self, batch_size: int = 120, padding: bool = True, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        self.batch_size = int(batch_size)
+        if self.batch_size % 12 != 0 or self.batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive multiple of 12, got {batch_size}")
+        self.padding = padding
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(seed)
+        self.seen_emb = TOY_ATT[:3]
+        self.unseen_emb = TOY_ATT[3:]
+        self.seen_cls_num = self.seen_emb.shape[0]
+        self.unseen_cls_num = self.unseen_emb.shape[0]
+
+    def get_batch_tensor(self, part: str = "training") -> list[Tensor]:
+        """One batch of ``part`` as float32 tensors on the reader's device (see the class docstring)."""
+        if part not in self.parts:
+            raise ValueError(f"part must be one of {self.parts}, got '{part}'")
+        b = self.batch_size
+        seen_centers = np.repeat(self.seen_emb, b // self.seen_cls_num, axis=0)
+        unseen_centers = np.repeat(self.unseen_emb, b // self.unseen_cls_num, axis=0)
+        seen_labels = np.repeat(np.asarray([0, 1, 2], dtype=np.float32), b // self.seen_cls_num, axis=0)
+        unseen_labels = np.repeat(np.asarray([3], dtype=np.float32), b // self.unseen_cls_num, axis=0)
+        gaussian_sample_1 = self.rng.standard_normal((b, 2)) / 3
+        gaussian_sample_2 = self.rng.standard_normal((b, 2)) / 3
+        seen_samples = seen_centers * 2 - 1 + gaussian_sample_1
+        unseen_samples = unseen_centers * 2 - 1 + gaussian_sample_2
+        if self.padding:
+            pad = np.zeros([b, 2], np.float32)
+            seen_samples = np.concatenate([seen_samples, pad], axis=1)
+            unseen_samples = np.concatenate([unseen_samples, pad], axis=1)
+        common = [np.asarray([0, 1, 2]), np.asarray([3]), np.concatenate([self.seen_emb, self.unseen_emb], axis=0),
+                  self.seen_emb, self.unseen_emb]
+        if part == "unseen":
+            feed = [unseen_samples, unseen_labels, unseen_centers, *common]
+        else:
+            feed = [seen_samples, seen_labels, seen_centers, *common]
+        return [torch.tensor(np.asarray(x), dtype=torch.float32, device=self.device) for x in feed]
+
+
+def toy_izf_config(seed: int, lambda_immd: float = 0.1) -> IZFConfig:
+    """IZF on the 4-D padded toy data (c = 2 dims, z_f = 2 dims): small sub-networks, no dequantisation."""
+    return IZFConfig(n_blocks=5, hidden=64, lr=1e-3, weight_decay=0.0, dequant=0.0, grad_clip=10.0,
+                     lambda_immd=lambda_immd, seed=seed, batch_size=120)
+
+
+def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1, seed: int = 0) -> tuple[IZF, list[float]]:
+    """Train IZF on seen toy batches; returns the model and the loss per iteration (NaN stops training)."""
+    torch.manual_seed(seed)
+    cfg = toy_izf_config(seed, lambda_immd)
+    model = IZF(torch.from_numpy(TOY_ATT), d_v=4, config=cfg).to(reader.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator(device=reader.device).manual_seed(seed)
+    unseen = torch.tensor([3], device=reader.device)
+    losses: list[float] = []
+    for _ in range(iterations):
+        feat, label, *_ = reader.get_batch_tensor("training")
+        out = model.objective(feat, label.long(), unseen, gen)
+        if not torch.isfinite(out["loss"]):
+            losses.append(float("nan"))
+            break
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    return model, losses
+
+
+def toy_metrics(generated: Tensor, true_unseen: Tensor, true_seen: Tensor, true_seen_labels: Tensor) -> dict[str, float]:
+    """Measured quality of generated unseen samples (2-D) against the held-out true unseen samples.
+
+    ``centre_error``: distance from the generated mean to (1, 1). ``mmd``: biased MMD^2 (IMQ) to
+    the true unseen samples. ``unseen_share``: the share of generated samples that the nearest
+    class-mean classifier fit on true samples of all four classes assigns to the unseen class.
+    ``spread``: mean per-axis std of the generated samples (true value 1/3; near 0 = collapse).
+    """
+    g = generated[:, :2].double()
+    if not torch.isfinite(g).all():
+        return {"centre_error": math.inf, "mmd": math.inf, "unseen_share": 0.0, "spread": math.nan}
+    means = torch.stack([true_seen[true_seen_labels == k, :2].double().mean(0) for k in range(3)]
+                        + [true_unseen[:, :2].double().mean(0)])
+    assigned = torch.cdist(g, means).argmin(1)
+    return {
+        "centre_error": float((g.mean(0) - torch.tensor(UNSEEN_CENTRE, dtype=torch.float64)).norm()),
+        "mmd": float(mmd2(g, true_unseen[:, :2].double())),
+        "unseen_share": float((assigned == 3).double().mean()),
+        "spread": float(g.std(0).mean()),
+    }
+
+
+def run_status(diverged: bool, metrics: dict[str, float]) -> str:
+    """'diverged' (non-finite loss or samples, or centre error > 3), 'collapsed' (spread < 0.05) or 'ok'."""
+    if diverged or not math.isfinite(metrics["centre_error"]) or metrics["centre_error"] > DIVERGED_CENTRE_ERROR:
+        return "diverged"
+    if metrics["spread"] < COLLAPSED_SPREAD:
+        return "collapsed"
+    return "ok"
+
+
+def run_toy(model_name: str, seed: int, iterations: int, beta: float = 0.1, n_eval: int = 600,
+            device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Train one generator ('IZF', 'CGAN' or 'CVAE') with iMMD weight ``beta`` and measure it.
+
+    Returns the metrics, the loss curve, whether training diverged, and the samples for plotting.
+    """
+    from .baselines import train_cgan, train_cvae
+
+    dev = torch.device(device)
+    reader = ToyReader(batch_size=120, padding=(model_name == "IZF"), seed=seed, device=dev)
+    gen = torch.Generator(device=dev).manual_seed(seed + 12345)
+    unseen_att = torch.from_numpy(TOY_ATT[3:]).to(dev)
+    if model_name == "IZF":
+        model, losses = train_toy_izf(reader, iterations, lambda_immd=beta, seed=seed)
+        with torch.no_grad():
+            generated = model.generate(unseen_att, n_eval, generator=gen)[:, :2]
+    elif model_name in ("CGAN", "CVAE"):
+        trainer = train_cgan if model_name == "CGAN" else train_cvae
+        model, losses = trainer(reader, iterations, beta=beta, seed=seed)
+        with torch.no_grad():
+            generated = model.generate(unseen_att, n_eval, generator=gen)
+    else:
+        raise ValueError(f"model_name must be IZF, CGAN or CVAE, got '{model_name}'")
+    eval_reader = ToyReader(batch_size=n_eval, padding=False, seed=10_000 + seed)
+    seen_feat, seen_label, *_ = eval_reader.get_batch_tensor("seen")
+    unseen_feat, *_ = eval_reader.get_batch_tensor("unseen")
+    diverged = not all(math.isfinite(x) for x in losses) or not torch.isfinite(generated).all().item()
+    metrics = toy_metrics(generated.cpu(), unseen_feat, seen_feat, seen_label.long())
+    return {"model": model_name, "seed": seed, "beta": beta, "iterations": iterations,
+            "status": run_status(diverged, metrics), **metrics, "losses": losses, "generated": generated.cpu(), "seen": seen_feat, "seen_label": seen_label,
+            "unseen": unseen_feat}
