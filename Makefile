@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CHAPTERS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: help setup book test unit nbval book-check execute clean
+.PHONY: help setup book test execute results clean
 
 help:
 	@echo "make book     set up .venv if missing, build the book (HTML in book/_build/html)"
 	@echo "make test     set up .venv if missing, unit tests + pytest --nbval + book build -W"
 	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
+	@echo "make results  rerun the benchmark notebooks per dataset (quick; FULL=1 for the GPU setting) into results/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ execute: $(STAMP)
 	  echo "papermill $$nb"; \
 	  $(BIN)/papermill "$$nb" "$$nb" --cwd notebooks -k python3 --log-level WARNING || exit 1; \
 	done
+
+# Benchmarks: papermill per dataset into runs/, collected into results/ (FULL=1: paper-like, for a GPU).
+results: $(STAMP)
+	$(BIN)/python scripts/make_results.py $(if $(FULL),--full,)
 
 clean:
 	rm -rf book/_build

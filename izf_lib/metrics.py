@@ -9,13 +9,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["per_class_accuracy", "harmonic_mean", "czsl_t1", "gzsl_scores"]
+__all__ = ["per_class_accuracies", "per_class_accuracy", "harmonic_mean", "czsl_t1", "gzsl_scores"]
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray | list) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def per_class_accuracies(y_true, y_pred) -> dict[int, float]:
+    """Top-1 accuracy of each ground-truth class present in y_true: {class id: accuracy in [0, 1]}."""
+    y_true, y_pred = _as_numpy(y_true).ravel(), _as_numpy(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}")
+    return {int(k): float((y_pred[y_true == k] == k).mean()) for k in np.unique(y_true)}
 
 
 def per_class_accuracy(y_true, y_pred, classes=None) -> float:

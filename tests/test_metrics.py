@@ -48,3 +48,9 @@ def test_gzsl_and_czsl_on_a_hand_computed_case() -> None:
     assert scores["U"] == pytest.approx(0.25)
     assert scores["H"] == pytest.approx(2 * 0.25 * 0.75 / 1.0)
     assert czsl_t1([2, 2, 3], [2, 3, 3]) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_per_class_accuracies_by_class() -> None:
+    from izf_lib.metrics import per_class_accuracies
+
+    assert per_class_accuracies([0, 0, 5, 5, 5], [0, 1, 5, 5, 0]) == {0: 0.5, 5: pytest.approx(2 / 3)}

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Rerun the benchmark notebooks through papermill for every dataset found, then collect results/.
+
+Quick mode (default; CPU, CI): 1 seed, 30 epochs, DIGITS, a subset of DIGITS splits and a
+small AWA1-shaped surrogate. Full mode (--full, meant for a GPU): 3 seeds, 100 epochs, all 120
+DIGITS splits and a full-size AWA1-shaped surrogate. Real xlsa17 datasets run wherever
+<data dir>/<NAME>/res101.mat exists (--data-dir or $IZF_DATA); each missing one is reported in
+one line, not a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+import papermill as pm
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from izf_lib.prepare import prepare_digits, prepare_synthetic  # noqa: E402
+from izf_lib.results import collect  # noqa: E402
+
+REAL = ("AWA1", "AWA2", "CUB", "SUN", "APY", "FLO")
+
+
+def run_notebook(name: str, output: Path, parameters: dict) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"papermill {name} -> {output.relative_to(ROOT)} {parameters}", flush=True)
+    pm.execute_notebook(str(ROOT / "notebooks" / name), str(output), parameters=parameters,
+                        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False, log_output=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="paper-like epochs and seeds (GPU)")
+    p.add_argument("--data-dir", default=os.environ.get("IZF_DATA"), help="xlsa17 data directory (default $IZF_DATA)")
+    p.add_argument("--att-dir", default=str(ROOT.parent / "shared" / "data" / "xlsa17"),
+                   help="folder of <NAME>/att_splits.mat used for the synthetic surrogates")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seeds", type=int, help="seeds per dataset (default: 3 on GPU or with --full, else 1)")
+    p.add_argument("--runs", default=str(ROOT / "runs"), help="where runs are written (git-ignored)")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where the collected tables go (committed)")
+    args = p.parse_args(argv)
+
+    quick = not args.full
+    gpu = torch.cuda.is_available() and args.device != "cpu"
+    n_seeds = args.seeds or (3 if (gpu or args.full) else 1)
+    seeds = list(range(n_seeds))
+    runs, gen_data = Path(args.runs), Path(args.runs) / "data"
+    device = "cuda" if gpu else "cpu"
+    common = {"seeds": seeds, "device": device, "quick": quick, "out_root": str(runs.resolve())}
+
+    datasets: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+    for name in REAL:
+        where = Path(args.data_dir) / name if args.data_dir else None
+        if where is not None and (where / "res101.mat").is_file() and (where / "att_splits.mat").is_file():
+            datasets[name] = str(Path(args.data_dir).resolve())
+        else:
+            why = (f"no {where}/res101.mat" if where is not None else "no data directory (--data-dir or IZF_DATA)")
+            unavailable[name] = f"features not available: {why}"
+            print(f"{name}: {unavailable[name]}; put xlsa17's {name}/res101.mat and att_splits.mat there to include it")
+
+    prepare_digits(gen_data)
+    datasets["DIGITS"] = str(gen_data.resolve())
+    surrogates = {}
+    att_file = Path(args.att_dir) / "AWA1" / "att_splits.mat"
+    scale, dim = (0.05, 512) if quick else (1.0, 2048)
+    prepare_synthetic(gen_data, like="AWA1", att_file=att_file if att_file.is_file() else None, scale=scale, d_v=dim,
+                      name="SYN_AWA1")
+    datasets["SYN_AWA1"] = str(gen_data.resolve())
+    surrogates["SYN_AWA1"] = (f"synthetic surrogate with AWA1's {'real' if att_file.is_file() else 'random'} class "
+                              f"attributes and split sizes x {scale}, d_v = {dim}; synthetic features")
+
+    for name, data_dir in datasets.items():
+        run_notebook("07_benchmark.ipynb", runs / name / "benchmark.ipynb", {**common, "dataset": name, "data_dir": data_dir})
+    run_notebook("08_digits_benchmark.ipynb", runs / "digits_splits" / "digits_benchmark.ipynb",
+                 {"quick": quick, "seeds": seeds, "device": device, "out_dir": str((runs / "digits_splits").resolve())})
+
+    manifest = {
+        "quick": quick, "seeds": seeds, "device": device,
+        "machine": torch.cuda.get_device_name(0) if gpu else f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
+        "date": dt.date.today().isoformat(), "datasets": sorted(datasets), "unavailable": unavailable,
+        "surrogates": surrogates,
+        "command": "make results FULL=1" if args.full else "make results",
+    }
+    m = collect(runs, args.results, manifest)
+    print(f"collected {m['benchmark_rows']} benchmark rows and {m['digits_split_rows']} DIGITS split rows into {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
