@@ -28,6 +28,7 @@ from .model import IZF
 __all__ = [
     "TrainingDivergedError",
     "resolve_device",
+    "make_adam",
     "train_model",
     "validation_split",
     "select_epochs",
@@ -60,6 +61,19 @@ def _generators(seed: int, epoch: int, stream: int, device: torch.device) -> tup
     return cpu, dev
 
 
+def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over all parameters) where this torch supports it.
+
+    Same update rule as the default implementation; on CPU at AWA1 shapes it cuts the optimiser
+    step from about 50 ms to 15 ms (benchmarks/train_step.py).
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def _save(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -87,7 +101,7 @@ def train_model(
     """
     torch.manual_seed(config.seed)  # weight initialisation
     model = IZF(train.att, train.d_v, config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_adam(model.parameters(), config.lr, config.weight_decay, device)
     history: list[dict[str, Any]] = []
     start = 1
     if resume and checkpoint is not None and checkpoint.is_file():

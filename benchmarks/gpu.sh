@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One prepared GPU script: the benchmarks at full size plus one full AWA1-shaped surrogate training
+# (100 epochs, both classifiers), everything written to one folder. Target: under 8 minutes on one GPU.
+#
+#   bash benchmarks/gpu.sh [OUT_DIR]          # on a GPU machine (after `make setup`)
+#   TINY=1 bash benchmarks/gpu.sh /tmp/out    # CPU smoke test with tiny sizes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/gpu}
+PY=${PYTHON:-.venv/bin/python}
+ATT=${ATT_FILE:-../shared/data/xlsa17/AWA1/att_splits.mat}
+mkdir -p "$OUT"
+if [ "${TINY:-0}" = "1" ]; then
+  STEP_ARGS=(--dim 64 --d-a 8 --hidden 32 --batch 32 --blocks 2 --steps 2 --warmup 1)
+  SCALE_ARGS=(--dim 32 --d-a 8 --hidden 16 --samples 64 128 --classes 10 20 --dims 16 32 --test-samples 64 --steps 1)
+  SYN_ARGS=(--scale 0.01 --dim 128)
+  TRAIN_ARGS=(--epochs 2 --config "$OUT/tiny_config.json")
+  echo '{"hidden": 32, "softmax_steps": 20}' > "$OUT/tiny_config.json"
+else
+  STEP_ARGS=(--steps 20 --warmup 5)
+  SCALE_ARGS=(--dim 2048 --hidden 1024 --samples 4096 8192 16384 32768 --classes 10 100 1000 10000 --dims 256 512 1024 2048 --test-samples 8192 --steps 5)
+  SYN_ARGS=()
+  TRAIN_ARGS=(--epochs 100)
+fi
+[ -f "$ATT" ] && SYN_ARGS+=(--att-file "$ATT")
+{
+  echo "started $(date -u +%FT%TZ)"
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+  $PY benchmarks/train_step.py --device auto "${STEP_ARGS[@]}" --out "$OUT/train_step.json"
+  $PY benchmarks/scaling.py --device auto "${SCALE_ARGS[@]}" --out "$OUT/scaling.json"
+  $PY -m izf_lib prepare synthetic --like AWA1 --out "$OUT/data" "${SYN_ARGS[@]}"
+  start=$(date +%s)
+  $PY -m izf_lib train --dataset SYN_AWA1 --data-dir "$OUT/data" --out "$OUT/awa1_run" --device auto \
+      --classifier both --quiet "${TRAIN_ARGS[@]}"
+  echo "awa1 surrogate training wall seconds: $(( $(date +%s) - start ))"
+  rm -rf "$OUT/data" "$OUT/awa1_run/checkpoint.pt" "$OUT/awa1_run/val_checkpoint.pt"
+  echo "finished $(date -u +%FT%TZ)"
+} 2>&1 | tee "$OUT/log.txt"

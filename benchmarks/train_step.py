@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Training-step throughput of IZF at AWA1 shapes, against a FrEIA-built reference and the matmul limit.
+
+Measures, in one run on one device: the full IZF objective (flow NLL, centralizing loss,
+reverse-pass generation and iMMD) and the NLL-only step of izf_lib for K blocks; the same
+NLL-only network built from FrEIA (PermuteRandom + GLOWCouplingBlock, same widths and
+clamp); and torch.mm throughput on the step's own GEMM shapes. Writes JSON.
+
+    python benchmarks/train_step.py --out benchmarks/results/train_step_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import environment, matmul_gflops, peak_memory_mb, reset_peak, time_fn, write_json  # noqa: E402
+
+from izf_lib.config import IZFConfig  # noqa: E402
+from izf_lib.model import IZF  # noqa: E402
+from izf_lib.train import make_adam, resolve_device  # noqa: E402
+
+AWA1_TRAINVAL = 19832
+
+
+def step_flops(batch: int, dim: int, hidden: int, blocks: int) -> float:
+    """Matmul FLOPs of one NLL training step: forward 6 B h d per coupling, backward twice that."""
+    return 3.0 * blocks * 6.0 * batch * hidden * dim
+
+
+def gemm_shapes(batch: int, dim: int, hidden: int) -> list[tuple[int, int, int]]:
+    """The (m, k, n) GEMMs of one coupling's forward and backward passes (both halves)."""
+    l1, l2 = dim // 2, dim - dim // 2
+    shapes = []
+    for d_in, d_out in ((l2, 2 * l1), (l1, 2 * l2)):
+        for k_in, n_out in ((d_in, hidden), (hidden, d_out)):
+            shapes += [(batch, k_in, n_out), (batch, n_out, k_in), (k_in, batch, n_out)]  # fwd, grad-in, grad-W
+    return shapes
+
+
+def freia_flow(dim: int, hidden: int, blocks: int, clamp: float) -> nn.Module:
+    import FrEIA.framework as Ff
+    import FrEIA.modules as Fm
+
+    def subnet(c_in: int, c_out: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(), nn.Linear(hidden, c_out))
+
+    net = Ff.SequenceINN(dim)
+    for k in range(blocks):
+        net.append(Fm.PermuteRandom, seed=k)
+        net.append(Fm.GLOWCouplingBlock, subnet_constructor=subnet, clamp=clamp)
+    return net
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    v = torch.rand(args.batch, args.dim, device=device)
+    y = torch.randint(0, 40, (args.batch,), device=device)
+    att = torch.rand(50, args.d_a, device=device)
+    unseen = torch.arange(40, 50, device=device)
+    flops_gemm = gemm_shapes(args.batch, args.dim, args.hidden)
+    limit = matmul_gflops(flops_gemm, device, steps=args.steps)
+    out = {"environment": environment(device), "shapes": {"d_v": args.dim, "d_a": args.d_a, "hidden": args.hidden,
+           "batch": args.batch, "awa1_trainval": AWA1_TRAINVAL}, "matmul_limit_gflops": limit, "runs": []}
+    print(f"matmul limit on the step's GEMM shapes: {limit:.1f} GFLOP/s")
+    for blocks in args.blocks:
+        cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden)
+        variants = {"izf_full": cfg, "izf_nll": IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})}
+        for name, c in variants.items():
+            model = IZF(att, args.dim, c).to(device)
+            opt = make_adam(model.parameters(), c.lr, c.weight_decay, device)  # as izf_lib.train does
+
+            def step() -> None:
+                loss = model.objective(v, y, unseen)["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+                opt.step()
+
+            out["runs"].append(_record(name, blocks, step, device, args, limit))
+            del model, opt
+        if not args.no_freia:
+            try:
+                net = freia_flow(args.dim, args.hidden, blocks, 2.0).to(device)
+            except ImportError:
+                print("FrEIA not installed (pip install -e '.[bench]'): reference skipped")
+                args.no_freia = True
+                continue
+            sigma = IZFConfig().sigma_for(args.dim, args.d_a)
+            opt = torch.optim.Adam(net.parameters(), lr=5e-4, weight_decay=1e-5)  # a straightforward setup
+
+            def freia_step() -> None:
+                z, log_det = net(v)
+                c, z_f = z[:, : args.d_a], z[:, args.d_a:]
+                nll = (((c - att[y]) ** 2).sum(1) / (2 * sigma**2) + 0.5 * (z_f**2).sum(1) - log_det).mean() / args.dim
+                opt.zero_grad(set_to_none=True)
+                nll.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+                opt.step()
+
+            out["runs"].append(_record("freia_nll", blocks, freia_step, device, args, limit))
+            del net, opt
+    for blocks in args.blocks:
+        ours = next(r for r in out["runs"] if r["name"] == "izf_nll" and r["blocks"] == blocks)
+        ref = next((r for r in out["runs"] if r["name"] == "freia_nll" and r["blocks"] == blocks), None)
+        if ref is not None:
+            ours["speedup_vs_freia"] = ref["seconds_per_step"] / ours["seconds_per_step"]
+            print(f"K={blocks}: izf_lib NLL step is {ours['speedup_vs_freia']:.2f}x the FrEIA-built reference")
+    return out
+
+
+def _record(name: str, blocks: int, step, device: torch.device, args: argparse.Namespace, limit: float) -> dict:
+    reset_peak(device)
+    sec = time_fn(step, device, args.steps, warmup=args.warmup)
+    flops = step_flops(args.batch, args.dim, args.hidden, blocks) * (2.0 if name == "izf_full" else 1.0)
+    steps_per_epoch = -(-AWA1_TRAINVAL // args.batch)
+    rec = {"name": name, "blocks": blocks, "seconds_per_step": sec, "samples_per_second": args.batch / sec,
+           "epoch_seconds_awa1": sec * steps_per_epoch, "projected_100_epochs_seconds": 100 * sec * steps_per_epoch,
+           "matmul_gflop_per_step": flops / 1e9, "achieved_gflops": flops / sec / 1e9,
+           "fraction_of_matmul_limit": flops / sec / 1e9 / limit, "peak_memory_mb": peak_memory_mb(device)}
+    print(f"{name:10s} K={blocks:2d}: {sec * 1e3:8.1f} ms/step, {rec['samples_per_second']:8.0f} samples/s, "
+          f"{rec['achieved_gflops']:7.1f} GFLOP/s = {100 * rec['fraction_of_matmul_limit']:.0f}% of the matmul limit, "
+          f"100 AWA1 epochs in {rec['projected_100_epochs_seconds'] / 60:.1f} min")
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--d-a", type=int, default=85)
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--blocks", type=int, nargs="+", default=[5, 10])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-freia", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/train_step.json")
+    args = p.parse_args(argv)
+    write_json(measure(args), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

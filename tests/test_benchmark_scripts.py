@@ -1,0 +1,42 @@
+"""The benchmark scripts run end to end at tiny sizes and write the JSON the book reads (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("FrEIA")
+    env = {**os.environ, "TINY": "1", "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    step = json.loads((tmp_path / "train_step.json").read_text())
+    names = {r["name"] for r in step["runs"]}
+    assert names == {"izf_full", "izf_nll", "freia_nll"}
+    nll = next(r for r in step["runs"] if r["name"] == "izf_nll")
+    assert nll["speedup_vs_freia"] > 0 and 0 < nll["fraction_of_matmul_limit"]
+    assert step["matmul_limit_gflops"] > 0 and nll["projected_100_epochs_seconds"] > 0
+    scaling = json.loads((tmp_path / "scaling.json").read_text())
+    assert len(scaling["epoch"]["rows"]) == 2 and "loglog_slope" in scaling["epoch"]["fit"]
+    assert {"nbc_fit", "softmax_fit"} <= set(scaling["test"]["vs_classes"])
+    results = json.loads((tmp_path / "awa1_run" / "results.json").read_text())
+    assert {"nbc", "softmax"} == set(results["gzsl"])
+    assert results["data"]["d_a"] == 85 and results["data"]["d_v"] == 128
+
+
+def test_step_flops_counts_the_gemms() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_step import gemm_shapes, step_flops
+
+    # one block: forward 6 B h d, backward twice that
+    assert step_flops(batch=2, dim=4, hidden=3, blocks=1) == 3 * 6 * 2 * 3 * 4
+    assert sum(2 * m * k * n for m, k, n in gemm_shapes(2, 4, 3)) == step_flops(2, 4, 3, 1)
