@@ -73,6 +73,18 @@ class CVAE(nn.Module):
         return (kl + nll).mean()
 
 
+def _optimise(opt: torch.optim.Optimizer, loss: Tensor, losses: list[float]) -> bool:
+    """One optimiser step on ``loss``, recorded in ``losses``; False (NaN recorded, no step) if it is not finite."""
+    if not torch.isfinite(loss):
+        losses.append(float("nan"))
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(float(loss.detach()))
+    return True
+
+
 def _seen_classifier(v: Tensor, y: Tensor, n_classes: int, steps: int = 300) -> nn.Module:
     """The pre-trained seen-class softmax classifier of f-CLSWGAN's L_CLS (fit on real seen data)."""
     clf = nn.Linear(v.shape[1], n_classes).to(v.device)
@@ -125,13 +137,8 @@ def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, 
         g_loss = -model.score(fake, a).mean() + alpha * nn.functional.cross_entropy(clf(fake), y.long())
         if beta:
             g_loss = g_loss + beta * immd_loss(v, model.generate(unseen_att, v.shape[0], generator=gen))
-        if not torch.isfinite(g_loss):
-            losses.append(float("nan"))
+        if not _optimise(opt_g, g_loss, losses):
             break
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        losses.append(float(g_loss.detach()))
     return model, losses
 
 
@@ -150,11 +157,6 @@ def train_cvae(reader, iterations: int, beta: float = 0.1, lr: float = 1e-3, see
         loss = model.neg_elbo(v, a, gen)
         if beta:
             loss = loss + beta * immd_loss(v, model.generate(unseen_att, v.shape[0], generator=gen))
-        if not torch.isfinite(loss):
-            losses.append(float("nan"))
+        if not _optimise(opt, loss, losses):
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
     return model, losses

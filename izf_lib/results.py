@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BENCHMARK_COLUMNS", "benchmark_rows", "collect"]
+__all__ = ["BENCHMARK_COLUMNS", "benchmark_rows", "upsert_benchmark_rows", "collect"]
 
 BENCHMARK_COLUMNS = ["dataset", "seed", "classifier", "selection", "epoch", "T1", "U", "S", "H",
-                     "epochs", "quick", "device", "train_seconds"]
+                     "epochs", "quick", "device"]  # no timings: they vary run to run (see results.json)
 
 
 def benchmark_rows(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
@@ -23,17 +23,38 @@ def benchmark_rows(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]
             "selection": results["selection"]["rule"], "epoch": results["selection"]["epochs"][clf],
             "T1": results["czsl"][clf]["T1"], **{k: results["gzsl"][clf][k] for k in ("U", "S", "H")},
             "epochs": results["config"]["epochs"], "quick": quick, "device": results["environment"]["device"],
-            "train_seconds": results["timings"]["train_seconds"],
         })
     return rows
 
 
+def _row_order(r: dict[str, Any]) -> tuple:
+    return (str(r.get("dataset", "")), int(r.get("seed", 0)), str(r.get("classifier", "")))
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write rows sorted by (dataset, seed, classifier), floats rounded to 4 decimals."""
+    rows = sorted(rows, key=_row_order) if "classifier" in columns else rows
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
             w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in columns})
+
+
+def upsert_benchmark_rows(results_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Add or replace rows (keyed by dataset, seed, classifier) in ``results_dir/benchmark_runs.csv``.
+
+    Lets a single papermill run of the benchmark notebook update the table the book renders.
+    """
+    path = Path(results_dir) / "benchmark_runs.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = lambda r: (str(r["dataset"]), str(r["seed"]), str(r["classifier"]))  # noqa: E731
+    old = list(csv.DictReader(path.open())) if path.is_file() else []
+    new_keys = {key(r) for r in rows}
+    merged = [r for r in old if key(r) not in new_keys] + rows
+    _write_csv(path, [{k: (float(v) if k in ("T1", "U", "S", "H") else v) for k, v in r.items()} for r in merged],
+               BENCHMARK_COLUMNS)
+    return path
 
 
 def collect(runs_root: str | os.PathLike, results_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"attributes and split sizes x {scale}, d_v = {dim}; synthetic features")
 
     for name, data_dir in datasets.items():
-        run_notebook("07_benchmark.ipynb", runs / name / "benchmark.ipynb", {**common, "dataset": name, "data_dir": data_dir})
+        run_notebook("07_benchmark.ipynb", runs / name / "benchmark.ipynb",
+                     {**common, "dataset": name, "data_dir": data_dir, "results_dir": None})  # collected below
     run_notebook("08_digits_benchmark.ipynb", runs / "digits_splits" / "digits_benchmark.ipynb",
                  {"quick": quick, "seeds": seeds, "device": device, "out_dir": str((runs / "digits_splits").resolve())})
 

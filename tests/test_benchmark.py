@@ -58,7 +58,7 @@ def test_collect_gathers_runs_and_splits(tmp_path: Path) -> None:
     res = {"dataset": "X", "seed": 2, "config": {"epochs": 5},
            "selection": {"rule": "final", "epochs": {"nbc": 5}},
            "czsl": {"nbc": {"T1": 50.0}}, "gzsl": {"nbc": {"U": 10.0, "S": 90.0, "H": 18.0}},
-           "environment": {"device": "cpu"}, "timings": {"train_seconds": 1.5}}
+           "environment": {"device": "cpu"}}
     (runs / "X" / "seed2").mkdir(parents=True)
     (runs / "X" / "seed2" / "results.json").write_text(json.dumps(res))
     (runs / "digits_splits").mkdir()
@@ -69,3 +69,15 @@ def test_collect_gathers_runs_and_splits(tmp_path: Path) -> None:
     assert list(rows[0]) == BENCHMARK_COLUMNS
     assert rows[0]["dataset"] == "X" and float(rows[0]["H"]) == 18.0 and rows[0]["selection"] == "final"
     assert json.loads((tmp_path / "results" / "manifest.json").read_text())["quick"] is True
+
+
+def test_upsert_replaces_same_key_and_keeps_others(tmp_path: Path) -> None:
+    from izf_lib.results import upsert_benchmark_rows
+
+    base = {"selection": "final", "epoch": 5, "T1": 1.0, "U": 2.0, "S": 3.0, "H": 2.4, "epochs": 5,
+            "quick": True, "device": "cpu"}
+    upsert_benchmark_rows(tmp_path, [{"dataset": "D", "seed": 0, "classifier": "nbc", **base},
+                                     {"dataset": "D", "seed": 1, "classifier": "nbc", **base}])
+    upsert_benchmark_rows(tmp_path, [{"dataset": "D", "seed": 1, "classifier": "nbc", **base, "H": 9.5}])
+    rows = list(csv.DictReader((tmp_path / "benchmark_runs.csv").open()))
+    assert [(r["seed"], float(r["H"])) for r in rows] == [("0", 2.4), ("1", 9.5)]
