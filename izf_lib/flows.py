@@ -32,6 +32,20 @@ def soft_clamp(s: Tensor, clamp: float) -> Tensor:
     return clamp * (2.0 / math.pi) * torch.atan(s / clamp)
 
 
+class _Permute(torch.autograd.Function):
+    """y = x[..., perm] whose backward is the inverse gather dy[..., inv_perm] (no scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, perm: Tensor, inv_perm: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inv_perm)
+        return x.index_select(-1, perm)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (inv_perm,) = ctx.saved_tensors
+        return grad.index_select(-1, inv_perm), None, None
+
+
 class Permutation(nn.Module):
     """A fixed random reordering of the features (supplementary eq. 10-11).
 
@@ -56,11 +70,11 @@ class Permutation(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """z = x[..., perm]; returns ``(z, zeros(B))``."""
-        return x[..., self.perm], x.new_zeros(x.shape[:-1])
+        return _Permute.apply(x, self.perm, self.inv_perm), x.new_zeros(x.shape[:-1])
 
     def inverse(self, z: Tensor) -> Tensor:
         """x = z[..., inv_perm], the exact inverse reordering."""
-        return z[..., self.inv_perm]
+        return _Permute.apply(z, self.inv_perm, self.perm)
 
 
 def _subnet(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
