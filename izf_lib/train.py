@@ -64,8 +64,8 @@ def _generators(seed: int, epoch: int, stream: int, device: torch.device) -> tup
 def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the fused kernel (one pass over all parameters) where this torch supports it.
 
-    Same update rule as the default implementation; on CPU at AWA1 shapes it cuts the optimiser
-    step from about 50 ms to 15 ms (benchmarks/train_step.py).
+    Same update rule as the default implementation, in one pass over all parameters instead of
+    several (measured by benchmarks/train_step.py).
     """
     params = list(params)
     try:
