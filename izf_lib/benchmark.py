@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import tempfile
@@ -41,22 +42,24 @@ def score_baseline(model: Any, data: ZSLData) -> dict[str, float]:
     return {"T1": 100 * t1, **{k: 100 * x for k, x in g.items()}}
 
 
-def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, device: str = "cpu",
-                     run_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """IZF-NBC, IZF-Softmax and every baseline on DIGITS with ``unseen`` digits; one row per method."""
+def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | os.PathLike,
+                     device: str = "cpu") -> list[dict[str, Any]]:
+    """IZF-NBC, IZF-Softmax and every baseline on DIGITS with ``unseen`` digits; one row per method.
+
+    The IZF run (checkpoint and results.json) is written under ``run_dir``.
+    """
     split = "-".join(str(d) for d in unseen)
     with tempfile.TemporaryDirectory() as tmp:
         prepare_digits(tmp, unseen=unseen, seed=0)
         data = load_xlsa17("DIGITS", tmp)
     rows = []
-    out = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp())
-    res = fit(data, config, out / f"split_{split}_seed{config.seed}", device=device, progress=False)
+    res = fit(data, config, Path(run_dir) / f"split_{split}_seed{config.seed}", device=device, progress=False)
     for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
         rows.append({"split": split, "seed": config.seed, "method": label,
                      "T1": res["czsl"][clf]["T1"], **res["gzsl"][clf]})
     train = data.train_split()
     for label, cls in BASELINES.items():
-        kwargs = {"seed": config.seed} if "seed" in cls.__init__.__code__.co_varnames else {}
+        kwargs = {"seed": config.seed} if "seed" in inspect.signature(cls).parameters else {}
         rows.append({"split": split, "seed": config.seed, "method": label,
                      **score_baseline(cls(**kwargs).fit(train), data)})
     return rows

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .data import TrainSplit
 from .model import IZF
 
-__all__ = ["nbc_predict", "density_argmax_predict", "SoftmaxClassifier", "train_softmax"]
+__all__ = ["nbc_predict", "density_argmax_predict", "class_index", "SoftmaxClassifier", "train_softmax"]
 
 _CHUNK = 4096  # rows per forward pass at test time
 
@@ -41,6 +41,13 @@ def density_argmax_predict(model: IZF, v: Tensor, classes: Tensor) -> Tensor:
         scores = model.class_log_prob(v[start:start + _CHUNK].to(model.att.device), classes)
         out.append(classes[scores.argmax(1)])
     return torch.cat(out) if out else classes.new_empty(0)
+
+
+def class_index(classes: Tensor) -> Tensor:
+    """A lookup table mapping each class id in ``classes`` (K,) to its output column 0..K-1 (others -1)."""
+    index = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long, device=classes.device)
+    index[classes] = torch.arange(classes.numel(), device=classes.device)
+    return index
 
 
 class SoftmaxClassifier(nn.Module):
@@ -88,11 +95,7 @@ def train_softmax(
     unseen = train.unseen.to(device)
     candidates = {"czsl": unseen, "gzsl": torch.cat([train.seen.to(device), unseen])}
     clfs = {m: SoftmaxClassifier(train.d_v, candidates[m]).to(device) for m in modes}
-    index = {}
-    for m in modes:
-        idx = torch.full((int(candidates[m].max()) + 1,), -1, dtype=torch.long, device=device)
-        idx[candidates[m]] = torch.arange(candidates[m].numel(), device=device)
-        index[m] = idx
+    index = {m: class_index(candidates[m]) for m in modes}
     opts = {m: torch.optim.Adam(clfs[m].parameters(), lr=lr) for m in modes}
     v_real, y_real = train.v.to(device), train.y.to(device)
     model.eval()

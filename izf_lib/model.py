@@ -52,13 +52,14 @@ class IZF(nn.Module):
 
     def generate(self, att: Tensor, n: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """Reverse pass: n features per attribute row of att (K, d_a); shape (K * n, d_v), class-major."""
-        c = att.to(self.att.device, self.att.dtype).repeat_interleave(n, dim=0)
-        z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
-        return self.flow.inverse(merge_z(c, z_f))
+        return self._decode(att.to(self.att.device, self.att.dtype).repeat_interleave(n, dim=0), generator)
 
     def generate_classes(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One generated feature per class id in y (B,): v = f^{-1}([a_y, z_f]), z_f ~ N(0, I)."""
-        c = self.att[y]
+        return self._decode(self.att[y], generator)
+
+    def _decode(self, c: Tensor, generator: torch.Generator | None) -> Tensor:
+        """v = f^{-1}([c, z_f]) with a fresh z_f ~ N(0, I) per row of c (B, d_a)."""
         z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
         return self.flow.inverse(merge_z(c, z_f))
 

@@ -57,8 +57,7 @@ def _generators(seed: int, epoch: int, stream: int, device: torch.device) -> tup
     """Independent (CPU, device) generators for one epoch and stream, so a resumed run replays exactly."""
     base = (seed * 1_000_003 + epoch * 101 + stream) % (2**63)
     cpu = torch.Generator().manual_seed(base)
-    dev = torch.Generator(device=device).manual_seed(base + 1) if device.type != "cpu" else torch.Generator().manual_seed(base + 1)
-    return cpu, dev
+    return cpu, torch.Generator(device=device).manual_seed(base + 1)
 
 
 def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .classifiers import class_index
 from .data import TrainSplit
 
 __all__ = ["AttributeRidge", "ESZSL", "GaussianGenerator", "BASELINES"]
@@ -96,8 +97,7 @@ class GaussianGenerator:
     def _softmax(self, v: Tensor, y: Tensor, classes: Tensor, gen: torch.Generator) -> tuple[nn.Linear, Tensor]:
         torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
         clf = nn.Linear(v.shape[1], len(classes))
-        index = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long)
-        index[classes] = torch.arange(len(classes))
+        index = class_index(classes)
         opt = torch.optim.Adam(clf.parameters(), lr=self.lr)
         target = index[y]
         for _ in range(self.steps):
