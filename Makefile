@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CHAPTERS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: help setup book test execute results clean
+.PHONY: help setup book test test-fast execute results clean
 
 help:
 	@echo "make book     set up .venv if missing, build the book (HTML in book/_build/html)"
 	@echo "make test     set up .venv if missing, unit tests + pytest --nbval + book build -W"
+	@echo "make test-fast  the unit tests without the slow ones (under a minute; no notebooks, no book)"
 	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
 	@echo "make results  rerun the benchmark notebooks per dataset (quick; FULL=1 for the GPU setting) into results/"
 
@@ -27,6 +28,9 @@ book: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest --nbval
 	$(MAKE) book
+
+test-fast: $(STAMP)
+	$(BIN)/pytest tests -m "not slow" -q
 
 execute: $(STAMP)
 	@for nb in $(CHAPTERS); do \

@@ -64,7 +64,7 @@ def test_cost(args: argparse.Namespace, device: torch.device) -> dict:
     def per_sample(model: IZF, m: int, d_v: int) -> dict[str, float]:
         v = torch.rand(n_test, d_v, device=device)
         classes = torch.arange(m, device=device)
-        clf = SoftmaxClassifier(d_v, classes).to(device)
+        clf = SoftmaxClassifier(d_v, classes.cpu(), torch.Generator().manual_seed(0)).to(device)
         nbc = time_fn(lambda: nbc_predict(model, v, classes), device, args.steps, warmup=1) / n_test
         soft = time_fn(lambda: clf.predict(v), device, args.steps, warmup=1) / n_test
         return {"nbc_seconds_per_sample": nbc, "softmax_seconds_per_sample": soft}

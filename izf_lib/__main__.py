@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     sy = kinds.add_parser("synthetic", help="a surrogate with a real benchmark's classes, attributes and split sizes")
     sy.add_argument("--like", default="AWA1", help="AWA1, AWA2, CUB, SUN, APY or FLO")
     sy.add_argument("--out", required=True, help="data directory; writes OUT/SYN_<LIKE>/ (or OUT/<NAME>/)")
-    sy.add_argument("--att-file", help="an att_splits.mat to take attributes, class names and split sizes from")
+    sy.add_argument("--att-file", help="an att_splits.mat to take attributes, class names and split sizes from "
+                    "(default: the repository's bundled copy of xlsa17's <LIKE>/att_splits.mat)")
+    sy.add_argument("--random-attributes", action="store_true",
+                    help="random attributes with the benchmark's shapes instead of the real ones")
     sy.add_argument("--scale", type=float, default=1.0, help="multiply every split size (e.g. 0.1)")
     sy.add_argument("--dim", type=int, default=2048, help="feature dimension d_v")
     sy.add_argument("--noise", type=float, default=1.0, help="within-class noise std")
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = prepare_digits(args.out, unseen=unseen, topology=not args.no_topology, seed=args.seed, name=args.name)
             else:
                 path = prepare_synthetic(args.out, like=args.like, att_file=args.att_file, scale=args.scale,
-                                         d_v=args.dim, noise=args.noise, seed=args.seed, name=args.name)
+                                         d_v=args.dim, noise=args.noise, seed=args.seed, name=args.name,
+                                         random_attributes=args.random_attributes)
             print(f"wrote {path}")
             print(f"train with: python -m izf_lib train --dataset {path.name} --data-dir {path.parent} --out runs/{path.name}")
             return 0
@@ -90,16 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {Path(args.out) / 'results.json'}")
             return 0
         if args.command == "evaluate":
-            import torch
-
             from .data import load_xlsa17
             from .evaluation import score_benchmark
-            from .train import load_checkpoint, resolve_device
+            from .train import evaluation_generator, load_checkpoint, resolve_device
 
             dev = resolve_device(args.device)
             model, config, meta = load_checkpoint(args.checkpoint, dev)
             data = load_xlsa17(meta["dataset"], args.data_dir or meta.get("data_dir"))
-            gen = torch.Generator(device=dev).manual_seed(config.seed)
+            gen = evaluation_generator(config.seed, meta["epoch"], dev)  # the stream training-time scores used
             res = {"checkpoint": str(args.checkpoint), "epoch": meta["epoch"], "dataset": meta["dataset"],
                    **score_benchmark(model, data, _classifiers(args.classifier), config, gen)}
             out = Path(args.checkpoint).with_name("evaluation.json")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import immd_loss
+from .rng import STREAM_INIT, STREAM_TRAIN, make_generator, reset_linear_
 
 __all__ = ["CGAN", "CVAE", "train_cgan", "train_cvae"]
 
@@ -85,9 +86,9 @@ def _optimise(opt: torch.optim.Optimizer, loss: Tensor, losses: list[float]) -> 
     return True
 
 
-def _seen_classifier(v: Tensor, y: Tensor, n_classes: int, steps: int = 300) -> nn.Module:
+def _seen_classifier(v: Tensor, y: Tensor, n_classes: int, generator: torch.Generator, steps: int = 300) -> nn.Module:
     """The pre-trained seen-class softmax classifier of f-CLSWGAN's L_CLS (fit on real seen data)."""
-    clf = nn.Linear(v.shape[1], n_classes).to(v.device)
+    clf = reset_linear_(nn.Linear(v.shape[1], n_classes), generator).to(v.device)
     opt = torch.optim.Adam(clf.parameters(), lr=1e-2)
     for _ in range(steps):
         loss = nn.functional.cross_entropy(clf(v), y)
@@ -107,14 +108,14 @@ def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, 
     -E[D(G(z, a_s), a_s)] + alpha * CE(classifier(G(z, a_s)), y_s) + beta * L_iMMD(real seen,
     G(z, a_u)). Returns the model and the generator loss per iteration (NaN stops training).
     """
-    torch.manual_seed(seed)
     dev = reader.device
-    model = CGAN().to(dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    init = make_generator(seed, STREAM_INIT)
+    model = reset_linear_(CGAN(), init).to(dev)
+    gen = make_generator(seed, STREAM_TRAIN, device=dev)
     opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(model.critic.parameters(), lr=lr, betas=(0.5, 0.9))
     pre_v, pre_y, *_ = reader.get_batch_tensor("training")
-    clf = _seen_classifier(pre_v[:, :2], pre_y.long(), 3)
+    clf = _seen_classifier(pre_v[:, :2], pre_y.long(), 3, init)
     unseen_att = torch.tensor([[1.0, 1.0]], device=dev)
     losses: list[float] = []
     for _ in range(iterations):
@@ -144,10 +145,9 @@ def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, 
 
 def train_cvae(reader, iterations: int, beta: float = 0.1, lr: float = 1e-3, seed: int = 0) -> tuple[CVAE, list[float]]:
     """CVAE + L_iMMD (eq. 16): negative ELBO on seen batches + beta * L_iMMD(real seen, decoded unseen)."""
-    torch.manual_seed(seed)
     dev = reader.device
-    model = CVAE().to(dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    model = reset_linear_(CVAE(), make_generator(seed, STREAM_INIT)).to(dev)
+    gen = make_generator(seed, STREAM_TRAIN, device=dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     unseen_att = torch.tensor([[1.0, 1.0]], device=dev)
     losses: list[float] = []

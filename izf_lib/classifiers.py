@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from .data import TrainSplit
 from .model import IZF
+from .rng import cpu_generator_from, reset_linear_
 
 __all__ = ["nbc_predict", "density_argmax_predict", "class_index", "SoftmaxClassifier", "train_softmax"]
 
@@ -51,13 +52,16 @@ def class_index(classes: Tensor) -> Tensor:
 
 
 class SoftmaxClassifier(nn.Module):
-    """A linear softmax classifier over the candidate ``classes`` (K,), mapping outputs back to class ids."""
+    """A linear softmax classifier over the candidate ``classes`` (K,), mapping outputs back to class ids.
+
+    Weights are drawn from the CPU ``generator`` (PyTorch's default scheme), never from the global state.
+    """
 
     classes: Tensor
 
-    def __init__(self, d_v: int, classes: Tensor) -> None:
+    def __init__(self, d_v: int, classes: Tensor, generator: torch.Generator) -> None:
         super().__init__()
-        self.linear = nn.Linear(d_v, classes.numel())
+        self.linear = reset_linear_(nn.Linear(d_v, classes.numel()), generator)
         self.register_buffer("classes", classes.clone())
 
     def forward(self, v: Tensor) -> Tensor:
@@ -86,7 +90,8 @@ def train_softmax(
     attributes. ``gzsl``: candidates Y^s and Y^u, trained on ``batch`` real seen trainval pairs
     plus the generated batch. ``czsl``: candidates Y^u, generated features only. Both modes
     share each step's generated batch, halving the cost of the reverse passes. Only ``train``
-    (trainval data and attributes) is read.
+    (trainval data and attributes) is read. Every draw (initial weights, batches) comes from
+    ``generator``, so the same generator state gives the same classifiers.
     """
     unknown = set(modes) - {"czsl", "gzsl"}
     if unknown:
@@ -94,7 +99,8 @@ def train_softmax(
     device = model.att.device
     unseen = train.unseen.to(device)
     candidates = {"czsl": unseen, "gzsl": torch.cat([train.seen.to(device), unseen])}
-    clfs = {m: SoftmaxClassifier(train.d_v, candidates[m]).to(device) for m in modes}
+    init = cpu_generator_from(generator)
+    clfs = {m: SoftmaxClassifier(train.d_v, candidates[m].cpu(), init).to(device) for m in modes}
     index = {m: class_index(candidates[m]) for m in modes}
     opts = {m: torch.optim.Adam(clfs[m].parameters(), lr=lr) for m in modes}
     v_real, y_real = train.v.to(device), train.y.to(device)

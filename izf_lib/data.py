@@ -26,6 +26,9 @@ __all__ = [
     "load_xlsa17",
     "read_class_folds",
     "minmax_fit",
+    "XLSA17_NAMES",
+    "BUNDLED_DIR",
+    "bundled_att_splits",
 ]
 
 FEATURES_FILE = "res101.mat"
@@ -39,6 +42,25 @@ XLSA17_HINT = (
 
 class DataError(ValueError):
     """A dataset file is missing or malformed; the message says which file, key and what to fix."""
+
+
+XLSA17_NAMES = ("AWA1", "AWA2", "CUB", "SUN", "APY", "FLO")  # the standard benchmarks
+# The repository's bundled class-level files (attributes, splits, class lists; no features):
+# <repository>/datasets/, sources and md5 sums in datasets/SOURCES.md.
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "datasets"
+
+
+def bundled_att_splits(name: str) -> Path:
+    """The repository's copy of xlsa17's ``<name>/att_splits.mat`` (class attributes and splits, no features)."""
+    if name.upper() not in XLSA17_NAMES:
+        raise DataError(f"no bundled attributes for '{name}': the repository ships {', '.join(XLSA17_NAMES)}")
+    path = BUNDLED_DIR / "xlsa17" / name.upper() / SPLITS_FILE
+    if not path.is_file():
+        raise DataError(
+            f"the bundled file {path} is missing: izf_lib reads it from a clone of the izf-book repository "
+            "(pip install -e .); pass an att_splits.mat explicitly instead"
+        )
+    return path
 
 
 @dataclass
@@ -174,7 +196,15 @@ def _index_vector(mat: dict, key: str, path: Path, n_rows: int, features_path: P
     return idx - 1
 
 
+def default_class_names(n_classes: int) -> list[str]:
+    """Names for a release without ``allclasses_names`` (xlsa17's FLO): class_001 ... in column order."""
+    return [f"class_{k + 1:03d}" for k in range(n_classes)]
+
+
 def _class_names(mat: dict, path: Path, n_classes: int) -> list[str]:
+    """The class names of ``att_splits.mat``; FLO's release has none, and gets :func:`default_class_names`."""
+    if "allclasses_names" not in mat:
+        return default_class_names(n_classes)
     raw = _get(mat, "allclasses_names", path, f"a cell array of {n_classes} class names")
     names = [str(np.asarray(x).ravel()[0]) if np.asarray(x).size else "" for x in np.asarray(raw).ravel()]
     if len(names) != n_classes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -11,9 +13,22 @@ from .data import TrainSplit, ZSLData
 from .metrics import czsl_t1, gzsl_scores
 from .model import IZF
 
-__all__ = ["CLASSIFIERS", "score", "score_benchmark"]
+__all__ = ["CLASSIFIERS", "Predictions", "score", "score_benchmark"]
 
 CLASSIFIERS = ("nbc", "softmax")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The class ids one classifier predicted for the images it was scored on (CPU tensors).
+
+    ``czsl``: for the unseen images among Y^u; ``gzsl_seen`` / ``gzsl_unseen``: for the seen and
+    unseen images among Y^s and Y^u. Per-class figures built from these agree with the scores.
+    """
+
+    czsl: Tensor
+    gzsl_seen: Tensor
+    gzsl_unseen: Tensor
 
 
 def score(
@@ -26,10 +41,13 @@ def score(
     classifiers: tuple[str, ...],
     config: IZFConfig,
     generator: torch.Generator,
-) -> dict[str, dict[str, dict[str, float]]]:
+    return_predictions: bool = False,
+):
     """CZSL and GZSL accuracies (percent) of each classifier on held-out seen / unseen images.
 
     Classifiers are fit from ``train`` only; the held-out images are used for prediction.
+    With ``return_predictions`` it returns ``(scores, {classifier: Predictions})``: the very
+    predictions the scores were computed from.
     """
     unknown = set(classifiers) - set(CLASSIFIERS)
     if unknown:
@@ -37,6 +55,7 @@ def score(
     device = model.att.device
     unseen, both = train.unseen.to(device), torch.cat([train.seen, train.unseen]).to(device)
     result: dict[str, dict[str, dict[str, float]]] = {"czsl": {}, "gzsl": {}}
+    predictions: dict[str, Predictions] = {}
     for clf in classifiers:
         if clf == "nbc":
             pred_czsl = nbc_predict(model, v_unseen, unseen)
@@ -48,12 +67,14 @@ def score(
         result["czsl"][clf] = {"T1": 100.0 * czsl_t1(y_unseen, pred_czsl.cpu())}
         gz = gzsl_scores(y_seen, pred_seen.cpu(), y_unseen, pred_unseen.cpu())
         result["gzsl"][clf] = {k: 100.0 * x for k, x in gz.items()}
-    return result
+        predictions[clf] = Predictions(pred_czsl.cpu(), pred_seen.cpu(), pred_unseen.cpu())
+    return (result, predictions) if return_predictions else result
 
 
 def score_benchmark(
-    model: IZF, data: ZSLData, classifiers: tuple[str, ...], config: IZFConfig, generator: torch.Generator
-) -> dict[str, dict[str, dict[str, float]]]:
+    model: IZF, data: ZSLData, classifiers: tuple[str, ...], config: IZFConfig, generator: torch.Generator,
+    return_predictions: bool = False,
+):
     """:func:`score` on the benchmark's test_seen and test_unseen images."""
     return score(model, data.train_split(), data.v_test_seen, data.y_test_seen, data.v_test_unseen,
-                 data.y_test_unseen, classifiers, config, generator)
+                 data.y_test_unseen, classifiers, config, generator, return_predictions)

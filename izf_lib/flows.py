@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .rng import STREAM_INIT, make_generator, reset_linear_
+
 __all__ = [
     "soft_clamp",
     "Permutation",
@@ -77,14 +79,10 @@ class Permutation(nn.Module):
         return _Permute.apply(z, self.inv_perm, self.perm)
 
 
-def _subnet(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
-    """Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out), initialised ~ N(0, 0.01^2)."""
+def _subnet(d_in: int, d_out: int, hidden: int, generator: torch.Generator) -> nn.Sequential:
+    """Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out), weights ~ N(0, 0.01^2) from ``generator``."""
     net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            nn.init.normal_(layer.weight, std=INIT_STD)
-            nn.init.zeros_(layer.bias)
-    return net
+    return reset_linear_(net, generator, std=INIT_STD)
 
 
 class AffineCoupling(nn.Module):
@@ -97,18 +95,21 @@ class AffineCoupling(nn.Module):
 
     Each sub-network predicts s and t together in one pass. The Jacobian is block
     triangular with diagonal exp(g(s)), so log|det| = sum g(s2) + sum g(s1)
-    (signed, not sum |s| as supplementary eq. 14 prints).
+    (signed, not sum |s| as supplementary eq. 14 prints). The weights are drawn from the
+    CPU ``generator`` (default: seed 0's initialisation stream), never from the global state.
     """
 
-    def __init__(self, dim: int, hidden: int = 1024, clamp: float = 2.0) -> None:
+    def __init__(self, dim: int, hidden: int = 1024, clamp: float = 2.0,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"AffineCoupling needs dim >= 2, got {dim}")
         self.dim, self.hidden, self.clamp = dim, hidden, float(clamp)
         self.len1 = dim // 2
         self.len2 = dim - self.len1
-        self.net2 = _subnet(self.len2, 2 * self.len1, hidden)  # conditions x1 on x2
-        self.net1 = _subnet(self.len1, 2 * self.len2, hidden)  # conditions x2 on y1
+        gen = generator if generator is not None else make_generator(0, STREAM_INIT)
+        self.net2 = _subnet(self.len2, 2 * self.len1, hidden, gen)  # conditions x1 on x2
+        self.net1 = _subnet(self.len1, 2 * self.len2, hidden, gen)  # conditions x2 on y1
 
     def _scale_shift(self, net: nn.Module, u: Tensor) -> tuple[Tensor, Tensor]:
         s, t = net(u).chunk(2, dim=-1)
@@ -163,7 +164,8 @@ class IZFFlow(nn.Module):
     """The IZF flow: ``n_blocks`` permutation-coupling blocks (supplementary sec. 3).
 
     ``flow(v) -> (z, log_det)`` with log_det = sum of the blocks' log-dets (eq. 13);
-    ``flow.inverse(z) -> v``. Block i's permutation is drawn from ``seed + i``.
+    ``flow.inverse(z) -> v``. Block i's permutation is drawn from ``seed + i``; the sub-networks'
+    weights from ``seed``'s initialisation stream (:mod:`izf_lib.rng`).
     """
 
     def __init__(
@@ -179,7 +181,8 @@ class IZFFlow(nn.Module):
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         self.dim, self.n_blocks = dim, n_blocks
         self.permutations = nn.ModuleList(Permutation(dim, seed + i) for i in range(n_blocks))
-        self.couplings = nn.ModuleList(AffineCoupling(dim, hidden, clamp) for _ in range(n_blocks))
+        gen = make_generator(seed, STREAM_INIT)
+        self.couplings = nn.ModuleList(AffineCoupling(dim, hidden, clamp, gen) for _ in range(n_blocks))
 
     def forward(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """z = f(v) for v (B, dim); returns ``(z, log_det)`` with log_det (B,)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 
-from .data import FEATURES_FILE, SPLITS_FILE, DataError
+from .data import FEATURES_FILE, SPLITS_FILE, DataError, bundled_att_splits, default_class_names
 
 __all__ = [
     "SEVEN_SEGMENT",
@@ -26,7 +26,8 @@ __all__ = [
 ]
 
 # Seven-segment encoding (a top, b upper right, c lower right, d bottom, e lower left,
-# f upper left, g middle) of each digit; reference: shared/data/digits_zsl/seven_segment.csv.
+# f upper left, g middle) of each digit; the repository's datasets/digits_zsl/seven_segment.csv
+# holds the same table (tests/test_data.py checks that they agree).
 SEVEN_SEGMENT: dict[int, tuple[int, ...]] = {
     0: (1, 1, 1, 1, 1, 1, 0),
     1: (0, 1, 1, 0, 0, 0, 0),
@@ -42,7 +43,7 @@ SEVEN_SEGMENT: dict[int, tuple[int, ...]] = {
 SEGMENT_NAMES = ("seg_a_top", "seg_b_upper_right", "seg_c_lower_right", "seg_d_bottom",
                  "seg_e_lower_left", "seg_f_upper_left", "seg_g_middle")
 # Topology of the handwritten glyph (has a closed loop, has two loops, has a diagonal
-# stroke); reference: shared/data/digits_zsl/extra_topology.csv.
+# stroke); the same table as datasets/digits_zsl/extra_topology.csv.
 TOPOLOGY: dict[int, tuple[int, ...]] = {
     0: (1, 0, 0), 1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 0, 0), 4: (0, 0, 1),
     5: (0, 0, 0), 6: (1, 0, 0), 7: (0, 0, 1), 8: (1, 1, 0), 9: (1, 0, 0),
@@ -182,11 +183,14 @@ def _read_att_file(path: Path) -> tuple[np.ndarray, list[str], tuple[int, int, i
         mat = sio.loadmat(str(path))
     except Exception as exc:
         raise DataError(f"{path} could not be read as a MATLAB .mat file: {exc}") from exc
-    for key in ("att", "allclasses_names", "trainval_loc", "test_seen_loc", "test_unseen_loc"):
+    for key in ("att", "trainval_loc", "test_seen_loc", "test_unseen_loc"):
         if key not in mat:
             raise DataError(f"{path}: missing key '{key}' needed to build a surrogate")
     att = np.asarray(mat.get("original_att", mat["att"]), dtype=np.float64)
-    names = [str(np.asarray(x).ravel()[0]) for x in np.asarray(mat["allclasses_names"]).ravel()]
+    if "allclasses_names" in mat:
+        names = [str(np.asarray(x).ravel()[0]) for x in np.asarray(mat["allclasses_names"]).ravel()]
+    else:  # FLO's release lists no class names
+        names = default_class_names(att.shape[1])
     sizes = tuple(int(np.asarray(mat[k]).size) for k in ("trainval_loc", "test_seen_loc", "test_unseen_loc"))
     test_list = path.parent / "testclasses.txt"
     unseen = [l.strip() for l in test_list.read_text().splitlines() if l.strip()] if test_list.is_file() else None
@@ -202,8 +206,13 @@ def prepare_synthetic(
     noise: float = 1.0,
     seed: int = 0,
     name: str | None = None,
+    random_attributes: bool = False,
 ) -> Path:
     """Write a surrogate with a benchmark's class count, attributes and split sizes.
+
+    The attributes, class names, unseen classes and split sizes come from ``att_file``, by
+    default the repository's bundled copy of xlsa17's ``<like>/att_splits.mat``;
+    ``random_attributes`` draws random attributes with the benchmark's shapes instead.
 
     Features are v = mu(a_y) + noise * eps, where mu is a fixed random two-layer tanh map of
     the class attributes (so unseen class means follow from their attributes: zero-shot
@@ -212,6 +221,8 @@ def prepare_synthetic(
     like = like.upper()
     rng = np.random.default_rng(seed)
     unseen_names = None
+    if att_file is None and not random_attributes:
+        att_file = bundled_att_splits(like)
     if att_file is not None:
         att, class_names, sizes, unseen_names = _read_att_file(Path(att_file))
         n_classes = att.shape[1]

@@ -17,6 +17,7 @@ from torch import Tensor
 from .config import IZFConfig
 from .losses import mmd2
 from .model import IZF
+from .rng import STREAM_TOY_DATA, STREAM_TOY_HELDOUT, STREAM_TOY_SAMPLES, STREAM_TRAIN, make_generator, stream_seed
 
 __all__ = ["ToyReader", "TOY_ATT", "UNSEEN_CENTRE", "DIVERGED_CENTRE_ERROR", "COLLAPSED_SPREAD",
            "train_toy_izf", "toy_metrics", "run_status", "run_toy"]
@@ -91,12 +92,14 @@ def toy_izf_config(seed: int, lambda_immd: float = 0.1) -> IZFConfig:
 
 
 def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1, seed: int = 0) -> tuple[IZF, list[float]]:
-    """Train IZF on seen toy batches; returns the model and the loss per iteration (NaN stops training)."""
-    torch.manual_seed(seed)
+    """Train IZF on seen toy batches; returns the model and the loss per iteration (NaN stops training).
+
+    Weights come from ``seed``'s initialisation stream, the iMMD batches from its training stream.
+    """
     cfg = toy_izf_config(seed, lambda_immd)
     model = IZF(torch.from_numpy(TOY_ATT), d_v=4, config=cfg).to(reader.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator(device=reader.device).manual_seed(seed)
+    gen = make_generator(seed, STREAM_TRAIN, device=reader.device)
     unseen = torch.tensor([3], device=reader.device)
     losses: list[float] = []
     for _ in range(iterations):
@@ -153,8 +156,8 @@ def run_toy(model_name: str, seed: int, iterations: int, beta: float = 0.1, n_ev
     from .baselines import train_cgan, train_cvae
 
     dev = torch.device(device)
-    reader = ToyReader(batch_size=120, padding=(model_name == "IZF"), seed=seed, device=dev)
-    gen = torch.Generator(device=dev).manual_seed(seed + 12345)
+    reader = ToyReader(batch_size=120, padding=(model_name == "IZF"), seed=stream_seed(seed, STREAM_TOY_DATA), device=dev)
+    gen = make_generator(seed, STREAM_TOY_SAMPLES, device=dev)
     unseen_att = torch.from_numpy(TOY_ATT[3:]).to(dev)
     if model_name == "IZF":
         model, losses = train_toy_izf(reader, iterations, lambda_immd=beta, seed=seed)
@@ -167,7 +170,7 @@ def run_toy(model_name: str, seed: int, iterations: int, beta: float = 0.1, n_ev
             generated = model.generate(unseen_att, n_eval, generator=gen)
     else:
         raise ValueError(f"model_name must be IZF, CGAN or CVAE, got '{model_name}'")
-    eval_reader = ToyReader(batch_size=n_eval, padding=False, seed=10_000 + seed)
+    eval_reader = ToyReader(batch_size=n_eval, padding=False, seed=stream_seed(seed, STREAM_TOY_HELDOUT))
     seen_feat, seen_label, *_ = eval_reader.get_batch_tensor("seen")
     unseen_feat, *_ = eval_reader.get_batch_tensor("unseen")
     diverged = not all(math.isfinite(x) for x in losses) or not torch.isfinite(generated).all().item()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .config import IZFConfig
 from .data import DataError, TrainSplit, ZSLData
 from .evaluation import CLASSIFIERS, score, score_benchmark
 from .model import IZF
+from .rng import STREAM_SHUFFLE, STREAM_TEST_EVAL, STREAM_TRAIN, STREAM_VAL_EVAL, make_generator
 
 __all__ = [
     "TrainingDivergedError",
@@ -34,6 +36,8 @@ __all__ = [
     "select_epochs",
     "fit",
     "load_checkpoint",
+    "evaluation_generator",
+    "CheckpointError",
 ]
 
 EvalFn = Callable[[IZF, int], dict]
@@ -53,11 +57,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _generators(seed: int, epoch: int, stream: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
-    """Independent (CPU, device) generators for one epoch and stream, so a resumed run replays exactly."""
-    base = (seed * 1_000_003 + epoch * 101 + stream) % (2**63)
-    cpu = torch.Generator().manual_seed(base)
-    return cpu, torch.Generator(device=device).manual_seed(base + 1)
+def evaluation_generator(seed: int, epoch: int, device: str | torch.device, validation: bool = False) -> torch.Generator:
+    """The generator behind the scores of ``epoch``: the same in training-time evaluation and ``evaluate``."""
+    return make_generator(seed, STREAM_VAL_EVAL if validation else STREAM_TEST_EVAL, epoch, device)
 
 
 def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
@@ -98,13 +100,12 @@ def train_model(
     every ``config.eval_every`` epochs and at the last one. A checkpoint is written after
     every epoch; with ``resume`` training continues from it and gives the same result.
     """
-    torch.manual_seed(config.seed)  # weight initialisation
     model = IZF(train.att, train.d_v, config).to(device)
     opt = make_adam(model.parameters(), config.lr, config.weight_decay, device)
     history: list[dict[str, Any]] = []
     start = 1
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = _load_state(checkpoint, device)
         saved = IZFConfig.from_dict(state["config"])
         if {**saved.to_dict(), "epochs": 0} != {**config.to_dict(), "epochs": 0}:
             raise ValueError(f"{checkpoint} was written with a different config; resume needs the same settings "
@@ -120,8 +121,8 @@ def train_model(
     n = v.shape[0]
     bar = tqdm(range(start, config.epochs + 1), desc=desc, disable=not progress, initial=start - 1, total=config.epochs)
     for epoch in bar:
-        cpu_gen, dev_gen = _generators(config.seed, epoch, 0, device)
-        perm = torch.randperm(n, generator=cpu_gen).to(device)
+        dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, device)
+        perm = torch.randperm(n, generator=make_generator(config.seed, STREAM_SHUFFLE, epoch)).to(device)
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
@@ -238,7 +239,7 @@ def fit(
     t_start = time.perf_counter()
 
     def test_eval(model: IZF, epoch: int) -> dict:
-        return score_benchmark(model, data, classifiers, config, _generators(config.seed, epoch, 7, dev)[1])
+        return score_benchmark(model, data, classifiers, config, evaluation_generator(config.seed, epoch, dev))
 
     model, history = train_model(data.train_split(), config, dev, checkpoint=out / "checkpoint.pt", resume=resume,
                                  eval_fn=test_eval, progress=progress, desc=f"{data.name} seed {config.seed}", meta=meta)
@@ -247,7 +248,8 @@ def fit(
         split, (v_s, y_s, v_u, y_u) = validation_split(data, config.val_fold, config.seed)
 
         def val_eval(m: IZF, epoch: int) -> dict:
-            return score(m, split, v_s, y_s, v_u, y_u, classifiers, config, _generators(config.seed, epoch, 9, dev)[1])
+            return score(m, split, v_s, y_s, v_u, y_u, classifiers, config,
+                         evaluation_generator(config.seed, epoch, dev, validation=True))
 
         _, val_history = train_model(split, config, dev, checkpoint=out / "val_checkpoint.pt", resume=resume,
                                      eval_fn=val_eval, progress=progress, desc=f"{data.name} val fold {config.val_fold}")
@@ -285,12 +287,33 @@ def fit(
     return results
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded safely or lacks what a checkpoint holds."""
+
+
+def _load_state(path: Path, device: str | torch.device) -> dict:
+    """A checkpoint's contents, loaded as data only (``weights_only=True``): no code in the file runs."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain containers, and "
+            f"loading them could run code. Only load checkpoints written by izf_lib from a source you trust. ({exc})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    missing = [k for k in ("epoch", "model", "config", "d_v") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not an izf_lib checkpoint (missing keys {missing})")
+    return state
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[IZF, IZFConfig, dict]:
     """A trained model, its config and the checkpoint's metadata (dataset, data_dir, epoch)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = _load_state(path, device)
     config = IZFConfig.from_dict(state["config"])
     att = state["model"]["att"]
     model = IZF(att, state["d_v"], config).to(device)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .classifiers import class_index
 from .data import TrainSplit
+from .rng import STREAM_BASELINE, make_generator, reset_linear_
 
 __all__ = ["AttributeRidge", "ESZSL", "GaussianGenerator", "BASELINES"]
 
@@ -77,7 +78,7 @@ class GaussianGenerator:
         self.alpha, self.n, self.steps, self.lr, self.shrink, self.seed = alpha, n_per_class, steps, lr, shrink, seed
 
     def fit(self, train: TrainSplit) -> "GaussianGenerator":
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = make_generator(self.seed, STREAM_BASELINE)
         v, y, att = train.v.double(), train.y, train.att.double()
         seen, unseen = train.seen, train.unseen
         means = torch.stack([v[y == k].mean(0) for k in seen.tolist()])
@@ -95,8 +96,7 @@ class GaussianGenerator:
         return self
 
     def _softmax(self, v: Tensor, y: Tensor, classes: Tensor, gen: torch.Generator) -> tuple[nn.Linear, Tensor]:
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
-        clf = nn.Linear(v.shape[1], len(classes))
+        clf = reset_linear_(nn.Linear(v.shape[1], len(classes)), gen)
         index = class_index(classes)
         opt = torch.optim.Adam(clf.parameters(), lr=self.lr)
         target = index[y]

@@ -23,10 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from izf_lib.data import XLSA17_NAMES  # noqa: E402
 from izf_lib.prepare import prepare_digits, prepare_synthetic  # noqa: E402
 from izf_lib.results import collect  # noqa: E402
-
-REAL = ("AWA1", "AWA2", "CUB", "SUN", "APY", "FLO")
 
 
 def run_notebook(name: str, output: Path, parameters: dict) -> None:
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="paper-like epochs and seeds (GPU)")
     p.add_argument("--data-dir", default=os.environ.get("IZF_DATA"), help="xlsa17 data directory (default $IZF_DATA)")
-    p.add_argument("--att-dir", default=str(ROOT.parent / "shared" / "data" / "xlsa17"),
-                   help="folder of <NAME>/att_splits.mat used for the synthetic surrogates")
+    p.add_argument("--att-file", help="att_splits.mat for the AWA1-shaped surrogate (default: the bundled AWA1 file)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seeds", type=int, help="seeds per dataset (default: 3 on GPU or with --full, else 1)")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="where runs are written (git-ignored)")
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     datasets: dict[str, str] = {}
     unavailable: dict[str, str] = {}
-    for name in REAL:
+    for name in XLSA17_NAMES:
         where = Path(args.data_dir) / name if args.data_dir else None
         if where is not None and (where / "res101.mat").is_file() and (where / "att_splits.mat").is_file():
             datasets[name] = str(Path(args.data_dir).resolve())
@@ -70,13 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     prepare_digits(gen_data)
     datasets["DIGITS"] = str(gen_data.resolve())
     surrogates = {}
-    att_file = Path(args.att_dir) / "AWA1" / "att_splits.mat"
     scale, dim = (0.05, 512) if quick else (1.0, 2048)
-    prepare_synthetic(gen_data, like="AWA1", att_file=att_file if att_file.is_file() else None, scale=scale, d_v=dim,
-                      name="SYN_AWA1")
+    prepare_synthetic(gen_data, like="AWA1", att_file=args.att_file, scale=scale, d_v=dim, name="SYN_AWA1")
     datasets["SYN_AWA1"] = str(gen_data.resolve())
-    surrogates["SYN_AWA1"] = (f"synthetic surrogate with AWA1's {'real' if att_file.is_file() else 'random'} class "
-                              f"attributes and split sizes x {scale}, d_v = {dim}; synthetic features")
+    surrogates["SYN_AWA1"] = (f"synthetic surrogate with AWA1's real class attributes and split sizes x {scale}, "
+                              f"d_v = {dim}; synthetic features")
 
     for name, data_dir in datasets.items():
         run_notebook("07_benchmark.ipynb", runs / name / "benchmark.ipynb",

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-AWA1_ATT = SHARED / "data" / "xlsa17" / "AWA1" / "att_splits.mat"
+from izf_lib.data import BUNDLED_DIR, bundled_att_splits
+
+AWA1_ATT = bundled_att_splits("AWA1")  # the repository's copy; a clone needs nothing outside it
+DIGITS_DESCRIPTORS = BUNDLED_DIR / "digits_zsl"
 
 
 def raw_dataset(d_v: int = 12, d_a: int = 3, n_per_class: int = 6, seed: int = 0) -> tuple[dict, dict]:

@@ -32,7 +32,7 @@ def _separable_split() -> TrainSplit:
     return TrainSplit(v, y, att, torch.arange(6), torch.tensor([6, 7])), proj
 
 
-@pytest.mark.parametrize("cls", [AttributeRidge, ESZSL, GaussianGenerator])
+@pytest.mark.parametrize("cls", [AttributeRidge, ESZSL, pytest.param(GaussianGenerator, marks=pytest.mark.slow)])
 def test_baselines_recognise_unseen_classes_on_linear_data(cls) -> None:
     split, proj = _separable_split()
     model = cls().fit(split)
@@ -42,6 +42,7 @@ def test_baselines_recognise_unseen_classes_on_linear_data(cls) -> None:
     assert acc > 0.9, acc
 
 
+@pytest.mark.slow
 def test_score_baseline_on_digits(tmp_path: Path) -> None:
     from izf_lib.prepare import prepare_digits
 

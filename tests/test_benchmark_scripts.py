@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
     pytest.importorskip("FrEIA")
     env = {**os.environ, "TINY": "1", "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}

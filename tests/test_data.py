@@ -11,7 +11,7 @@ import torch
 from izf_lib.data import DataError, load_xlsa17
 from izf_lib.prepare import BENCHMARK_SHAPES, digit_attributes, prepare_digits
 
-from helpers import AWA1_ATT, SHARED, raw_dataset, write_raw
+from helpers import AWA1_ATT, DIGITS_DESCRIPTORS, raw_dataset, write_raw
 
 
 def test_loads_valid_files_with_1_based_indices(tmp_path: Path) -> None:
@@ -156,9 +156,7 @@ def test_duplicate_index_within_a_split(tmp_path: Path) -> None:
 
 
 def test_digit_attribute_table_matches_reference_csvs() -> None:
-    ref_dir = SHARED / "data" / "digits_zsl"
-    if not ref_dir.is_dir():
-        pytest.skip("shared/data/digits_zsl not present")
+    ref_dir = DIGITS_DESCRIPTORS
     seg = np.loadtxt(ref_dir / "seven_segment.csv", delimiter=",", skiprows=1)
     topo = np.loadtxt(ref_dir / "extra_topology.csv", delimiter=",", skiprows=1)
     att, names = digit_attributes(topology=True)
@@ -185,13 +183,36 @@ def test_prepared_digits_load_with_the_stated_split(tmp_path: Path) -> None:
 def test_synthetic_surrogate_keeps_the_real_shapes(tmp_path: Path) -> None:
     from izf_lib.prepare import prepare_synthetic
 
-    att_file = AWA1_ATT if AWA1_ATT.is_file() else None
-    prepare_synthetic(tmp_path, like="AWA1", att_file=att_file, scale=0.05, d_v=96, name="S")
+    prepare_synthetic(tmp_path, like="AWA1", scale=0.05, d_v=96, name="S")  # the bundled AWA1 file by default
     data = load_xlsa17("S", tmp_path)
     d_a, n_classes, n_unseen, n_tv, n_ts, n_tu = BENCHMARK_SHAPES["AWA1"]
     assert data.d_a == d_a and data.att.shape[0] == n_classes
     assert len(data.unseen) == n_unseen and len(data.seen) == n_classes - n_unseen
     assert len(data.y_trainval) == round(0.05 * n_tv) and len(data.y_test_unseen) == round(0.05 * n_tu)
-    if att_file is not None:
-        testclasses = (AWA1_ATT.parent / "testclasses.txt").read_text().split()
-        assert sorted(data.class_names[k] for k in data.unseen.tolist()) == sorted(testclasses)
+    testclasses = (AWA1_ATT.parent / "testclasses.txt").read_text().split()
+    assert sorted(data.class_names[k] for k in data.unseen.tolist()) == sorted(testclasses)
+
+
+def test_synthetic_surrogate_with_random_attributes_keeps_the_shapes(tmp_path: Path) -> None:
+    from izf_lib.prepare import prepare_synthetic
+
+    prepare_synthetic(tmp_path, like="APY", scale=0.02, d_v=96, name="R", random_attributes=True)
+    data = load_xlsa17("R", tmp_path)
+    d_a, n_classes, n_unseen, *_ = BENCHMARK_SHAPES["APY"]
+    assert (data.d_a, data.att.shape[0], len(data.unseen)) == (d_a, n_classes, n_unseen)
+    assert data.class_names[0] == "class_000"  # not the real APY class names
+
+
+def test_unknown_benchmark_without_attributes_is_refused(tmp_path: Path) -> None:
+    from izf_lib.prepare import prepare_synthetic
+
+    with pytest.raises(DataError, match="no bundled attributes for 'IMAGENET'"):
+        prepare_synthetic(tmp_path, like="IMAGENET")
+
+
+def test_release_without_class_names_loads_with_numbered_names(tmp_path: Path) -> None:
+    """xlsa17's FLO att_splits.mat has no 'allclasses_names'; the loader numbers the classes."""
+    fmat, smat = raw_dataset()
+    del smat["allclasses_names"]
+    data = load_xlsa17("TINY", write_raw(tmp_path, fmat, smat))
+    assert data.class_names == [f"class_{k:03d}" for k in range(1, 7)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.autograd.functional import jacobian
 
@@ -45,6 +46,7 @@ def test_conditional_log_prob_matches_brute_force() -> None:
     torch.testing.assert_close(got, torch.stack(expected), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_conditional_density_integrates_to_one_in_2d() -> None:
     """Quadrature of p(v|y) over a grid that holds its mass, for d_v = 2, d_a = 1."""
     flow = _flow(2, seed=4)
