@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CHAPTERS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: help setup book test test-fast execute results clean
+.PHONY: help setup book test test-fast lint execute results clean
 
 help:
 	@echo "make book     set up .venv if missing, build the book (HTML in book/_build/html)"
 	@echo "make test     set up .venv if missing, unit tests + pytest --nbval + book build -W"
 	@echo "make test-fast  the unit tests without the slow ones (under a minute; no notebooks, no book)"
+	@echo "make lint     ruff check (configuration in pyproject.toml)"
 	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
 	@echo "make results  rerun the benchmark notebooks per dataset (quick; FULL=1 for the GPU setting) into results/"
 
@@ -31,6 +32,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests -m "not slow" -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 execute: $(STAMP)
 	@for nb in $(CHAPTERS); do \

@@ -46,9 +46,11 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_gflops(shapes: list[tuple[int, int, int]], device: torch.device, dtype=torch.float32, steps: int = 10) -> float:
+def matmul_gflops(shapes: list[tuple[int, int, int]], device: torch.device, dtype=torch.float32,
+                  steps: int = 10) -> float:
     """Sustained GFLOP/s of torch.mm over the (m, k, n) shapes given, run back to back (the practical limit)."""
-    mats = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)) for m, k, n in shapes]
+    mats = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype))
+            for m, k, n in shapes]
     flops = sum(2 * m * k * n for m, k, n in shapes)
 
     def run() -> None:

@@ -38,6 +38,12 @@ def fit_line(x: list[float], y: list[float]) -> dict[str, float]:
     return {"loglog_slope": log_slope, "linear_slope": float(a), "linear_intercept": float(b), "linear_r2": r2}
 
 
+def _fits(rows: list[dict], x: str) -> dict[str, dict[str, float]]:
+    """Log-log fits of the NBC and softmax cost per sample against column ``x``."""
+    return {f"{k}_fit": fit_line([r[x] for r in rows], [r[f"{k}_seconds_per_sample"] for r in rows])
+            for k in ("nbc", "softmax")}
+
+
 def epoch_scaling(args: argparse.Namespace, device: torch.device) -> dict:
     rows = []
     gen = torch.Generator().manual_seed(0)
@@ -75,16 +81,14 @@ def test_cost(args: argparse.Namespace, device: torch.device) -> dict:
         model = IZF(att, args.dim, IZFConfig(hidden=args.hidden)).to(device).eval()
         rows.append({"M": m, "d_v": args.dim, **per_sample(model, m, args.dim)})
         print(f"M = {m:5d}: {rows[-1]}", flush=True)
-    out["vs_classes"] = {"rows": rows, **{f"{k}_fit": fit_line([r["M"] for r in rows], [r[f"{k}_seconds_per_sample"] for r in rows])
-                                         for k in ("nbc", "softmax")}}
+    out["vs_classes"] = {"rows": rows, **_fits(rows, "M")}
     rows = []
     for d in args.dims:
         att = torch.rand(args.fixed_classes, args.d_a)
         model = IZF(att, d, IZFConfig(hidden=args.hidden)).to(device).eval()
         rows.append({"M": args.fixed_classes, "d_v": d, **per_sample(model, args.fixed_classes, d)})
         print(f"d_v = {d:5d}: {rows[-1]}", flush=True)
-    out["vs_dim"] = {"rows": rows, **{f"{k}_fit": fit_line([r["d_v"] for r in rows], [r[f"{k}_seconds_per_sample"] for r in rows])
-                                     for k in ("nbc", "softmax")}}
+    out["vs_dim"] = {"rows": rows, **_fits(rows, "d_v")}
     return out
 
 

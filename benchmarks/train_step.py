@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,9 +46,21 @@ def gemm_shapes(batch: int, dim: int, hidden: int) -> list[tuple[int, int, int]]
     return shapes
 
 
+def _optimiser_step(loss_fn: Callable[[], torch.Tensor], module: nn.Module, opt: torch.optim.Optimizer,
+                    grad_clip: float) -> Callable[[], None]:
+    """One training step as izf_lib.train takes it: backward, gradient-norm clip, optimiser step."""
+    def step() -> None:
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+        opt.step()
+    return step
+
+
 def freia_flow(dim: int, hidden: int, blocks: int, clamp: float) -> nn.Module:
-    import FrEIA.framework as Ff
-    import FrEIA.modules as Fm
+    import FrEIA.framework as Ff  # noqa: N812 (FrEIA's documented aliases)
+    import FrEIA.modules as Fm  # noqa: N812
 
     def subnet(c_in: int, c_out: int) -> nn.Module:
         return nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(), nn.Linear(hidden, c_out))
@@ -73,20 +86,14 @@ def measure(args: argparse.Namespace) -> dict:
     print(f"matmul limit on the step's GEMM shapes: {limit:.1f} GFLOP/s")
     for blocks in args.blocks:
         cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden)
-        variants = {"izf_full": cfg, "izf_nll": IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})}
+        nll_only = IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})
+        variants = {"izf_full": cfg, "izf_nll": nll_only}
         for name, c in variants.items():
             model = IZF(att, args.dim, c).to(device)
             opt = make_adam(model.parameters(), c.lr, c.weight_decay, device)  # as izf_lib.train does
-
-            def step() -> None:
-                loss = model.objective(v, y, unseen)["loss"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-                opt.step()
-
+            step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
             out["runs"].append(_record(name, blocks, step, device, args, limit))
-            del model, opt
+            del model, opt, step
         if not args.no_freia:
             try:
                 net = freia_flow(args.dim, args.hidden, blocks, 2.0).to(device)
@@ -97,17 +104,14 @@ def measure(args: argparse.Namespace) -> dict:
             sigma = IZFConfig().sigma_for(args.dim, args.d_a)
             opt = torch.optim.Adam(net.parameters(), lr=5e-4, weight_decay=1e-5)  # a straightforward setup
 
-            def freia_step() -> None:
+            def freia_nll(net: nn.Module = net, sigma: float = sigma) -> torch.Tensor:
                 z, log_det = net(v)
                 c, z_f = z[:, : args.d_a], z[:, args.d_a:]
-                nll = (((c - att[y]) ** 2).sum(1) / (2 * sigma**2) + 0.5 * (z_f**2).sum(1) - log_det).mean() / args.dim
-                opt.zero_grad(set_to_none=True)
-                nll.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-                opt.step()
+                return (((c - att[y]) ** 2).sum(1) / (2 * sigma**2) + 0.5 * (z_f**2).sum(1) - log_det).mean() / args.dim
 
+            freia_step = _optimiser_step(freia_nll, net, opt, 10.0)
             out["runs"].append(_record("freia_nll", blocks, freia_step, device, args, limit))
-            del net, opt
+            del net, opt, freia_step
     for blocks in args.blocks:
         ours = next(r for r in out["runs"] if r["name"] == "izf_nll" and r["blocks"] == blocks)
         ref = next((r for r in out["runs"] if r["name"] == "freia_nll" and r["blocks"] == blocks), None)

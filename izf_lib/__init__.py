@@ -1,6 +1,25 @@
 """izf_lib: the library behind the izf-book reproduction of Invertible Zero-Shot Recognition Flows.
 
-Modules: ``flows`` (invertible layers), ``density`` (supplementary eq. 9).
+The model core
+    ``flows``        invertible layers: permutation, affine coupling, the cascaded flow f (eq. 10-14)
+    ``density``      log p(v|y) by change of variables with the factorised latent (eq. 1-9)
+    ``losses``       L_flow, the centralizing L_C and iMMD (multi-scale IMQ MMD)
+    ``model``        IZF: encode v -> (c, z_f), generate from attributes, the training objective
+    ``classifiers``  IZF-NBC, IZF-Softmax and the shared linear-softmax classifier and trainer
+    ``metrics``      per-class accuracy, CZSL T1, GZSL U, S, H
+    ``config``       IZFConfig: every setting with its source, named presets
+    ``rng``          named random streams: every draw derived from (seed, stream, epoch)
+Data
+    ``data``         the xlsa17 loader with validation, splits, the bundled class-level files
+    ``prepare``      writers of the DIGITS benchmark and synthetic surrogates in the xlsa17 layout
+Running
+    ``train``        the training loop: seeded, checkpointed, resumable, blind to test data
+    ``evaluation``   scoring a trained model on held-out images (and the predictions behind it)
+    ``experiment``   fit = train + score + epoch selection; RunResult reads and writes results.json
+    ``results``      collects run directories into the tables under results/
+    ``__main__``     the command line: prepare, train, evaluate
+Experiments (``izf_lib.experiments``: what reproduces one figure or table)
+    ``toy``, ``toy_baselines``, ``zsl_baselines``, ``digits_splits``, ``reported``
 """
 
 __version__ = "0.1.0"

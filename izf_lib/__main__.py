@@ -7,6 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from .config import CLASSIFIERS, PRESETS, SELECTION_RULES
+
+CLASSIFIER_CHOICES = (*CLASSIFIERS, "both")
+
 __all__ = ["main"]
 
 
@@ -39,12 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", required=True, help="dataset directory name under the data dir, e.g. AWA1 or DIGITS")
     tr.add_argument("--data-dir", help="folder holding <DATASET>/res101.mat and att_splits.mat (default: $IZF_DATA)")
     tr.add_argument("--out", required=True, help="run directory for results.json and the checkpoint")
-    tr.add_argument("--classifier", choices=("nbc", "softmax", "both"), default="both")
+    tr.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default="both")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    tr.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                    help="named profile of settings (izf_lib.config.PRESETS); --config and the flags below override it")
     tr.add_argument("--config", help="JSON file of IZFConfig overrides")
-    tr.add_argument("--selection", choices=("final", "val", "best_test"), help="epoch selection rule")
+    tr.add_argument("--selection", choices=SELECTION_RULES, help="epoch selection rule")
     tr.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: only at the end)")
     tr.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint.pt")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,13 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="rescore a checkpoint without retraining")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data-dir", help="override the data directory stored in the checkpoint")
-    ev.add_argument("--classifier", choices=("nbc", "softmax", "both"), default="both")
+    ev.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default="both")
     ev.add_argument("--device", default="auto")
     return p
 
 
 def _classifiers(choice: str) -> tuple[str, ...]:
-    return ("nbc", "softmax") if choice == "both" else (choice,)
+    return CLASSIFIERS if choice == "both" else (choice,)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,32 +77,36 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.kind == "digits":
                 unseen = tuple(int(x) for x in args.unseen.split(",") if x.strip())
-                path = prepare_digits(args.out, unseen=unseen, topology=not args.no_topology, seed=args.seed, name=args.name)
+                path = prepare_digits(args.out, unseen=unseen, topology=not args.no_topology, seed=args.seed,
+                                      name=args.name)
             else:
                 path = prepare_synthetic(args.out, like=args.like, att_file=args.att_file, scale=args.scale,
                                          d_v=args.dim, noise=args.noise, seed=args.seed, name=args.name,
                                          random_attributes=args.random_attributes)
             print(f"wrote {path}")
-            print(f"train with: python -m izf_lib train --dataset {path.name} --data-dir {path.parent} --out runs/{path.name}")
+            print(f"train with: python -m izf_lib train --dataset {path.name} --data-dir {path.parent} "
+                  f"--out runs/{path.name}")
             return 0
         if args.command == "train":
             from .config import IZFConfig
             from .data import load_xlsa17
-            from .train import fit
+            from .experiment import fit
 
-            config = IZFConfig.from_file(args.config) if args.config else IZFConfig()
-            overrides = {"epochs": args.epochs, "seed": args.seed, "selection": args.selection, "eval_every": args.eval_every}
-            config = IZFConfig.from_dict({**config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+            overrides = IZFConfig.overrides_from_file(args.config) if args.config else {}
+            flags = {"epochs": args.epochs, "seed": args.seed, "selection": args.selection,
+                     "eval_every": args.eval_every}
+            overrides.update({k: v for k, v in flags.items() if v is not None})
+            config = IZFConfig.preset(args.preset, **overrides)
             data = load_xlsa17(args.dataset, args.data_dir)
             res = fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
                       resume=args.resume, progress=not args.quiet, data_dir=args.data_dir)
-            print(json.dumps({"czsl": res["czsl"], "gzsl": res["gzsl"], "selection": res["selection"]}, indent=1))
+            print(json.dumps({"czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection}, indent=1))
             print(f"wrote {Path(args.out) / 'results.json'}")
             return 0
         if args.command == "evaluate":
             from .data import load_xlsa17
-            from .evaluation import score_benchmark
-            from .train import evaluation_generator, load_checkpoint, resolve_device
+            from .evaluation import evaluation_generator, score_benchmark
+            from .train import load_checkpoint, resolve_device
 
             dev = resolve_device(args.device)
             model, config, meta = load_checkpoint(args.checkpoint, dev)

@@ -1,6 +1,12 @@
-"""IZF-NBC and IZF-Softmax, in CZSL (candidates Y^u) and GZSL (candidates Y^s and Y^u) modes."""
+"""IZF-NBC and IZF-Softmax, in CZSL (candidates Y^u) and GZSL (candidates Y^s and Y^u) modes.
+
+Also the one linear-softmax classifier and trainer that IZF-Softmax, the Gaussian-generator
+baseline and the toy experiment's seen-class classifier share.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -9,9 +15,32 @@ from .data import TrainSplit
 from .model import IZF
 from .rng import cpu_generator_from, reset_linear_
 
-__all__ = ["nbc_predict", "density_argmax_predict", "class_index", "SoftmaxClassifier", "train_softmax"]
+__all__ = [
+    "nbc_predict",
+    "density_argmax_predict",
+    "class_index",
+    "predict_in_chunks",
+    "SoftmaxClassifier",
+    "SoftmaxTrainer",
+    "fit_softmax",
+    "train_softmax",
+]
 
-_CHUNK = 4096  # rows per forward pass at test time
+CHUNK = 4096  # rows per forward pass at test time
+
+
+@torch.no_grad()
+def predict_in_chunks(scores: Callable[[Tensor], Tensor], v: Tensor, classes: Tensor, device: torch.device,
+                      lowest: bool = False) -> Tensor:
+    """Class ids (B,) of the best column of ``scores(v_chunk)`` (chunk, K), in chunks of ``CHUNK`` rows.
+
+    ``classes`` (K,) maps columns to class ids; ``lowest`` takes the argmin (distances) instead.
+    """
+    out = []
+    for start in range(0, v.shape[0], CHUNK):
+        s = scores(v[start:start + CHUNK].to(device))
+        out.append(classes[s.argmin(1) if lowest else s.argmax(1)])
+    return torch.cat(out) if out else classes.new_empty(0)
 
 
 @torch.no_grad()
@@ -26,22 +55,14 @@ def nbc_predict(model: IZF, v: Tensor, classes: Tensor) -> Tensor:
     """
     model.eval()
     att = model.att[classes]
-    out = []
-    for start in range(0, v.shape[0], _CHUNK):
-        c, _, _ = model.encode(v[start:start + _CHUNK].to(model.att.device))
-        out.append(classes[torch.cdist(c, att).argmin(1)])
-    return torch.cat(out) if out else classes.new_empty(0)
+    return predict_in_chunks(lambda x: torch.cdist(model.encode(x)[0], att), v, classes, model.att.device, lowest=True)
 
 
 @torch.no_grad()
 def density_argmax_predict(model: IZF, v: Tensor, classes: Tensor) -> Tensor:
     """argmax_y log p(v|y) over ``classes`` with the full density (all terms of eq. 9); equals NBC."""
     model.eval()
-    out = []
-    for start in range(0, v.shape[0], _CHUNK):
-        scores = model.class_log_prob(v[start:start + _CHUNK].to(model.att.device), classes)
-        out.append(classes[scores.argmax(1)])
-    return torch.cat(out) if out else classes.new_empty(0)
+    return predict_in_chunks(lambda x: model.class_log_prob(x, classes), v, classes, model.att.device)
 
 
 def class_index(classes: Tensor) -> Tensor:
@@ -71,8 +92,37 @@ class SoftmaxClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, v: Tensor) -> Tensor:
         """Predicted class ids (B,)."""
-        dev = self.classes.device
-        return torch.cat([self.classes[self(v[s:s + _CHUNK].to(dev)).argmax(1)] for s in range(0, v.shape[0], _CHUNK)])
+        return predict_in_chunks(self, v, self.classes, self.classes.device)
+
+
+class SoftmaxTrainer:
+    """Adam on the cross-entropy of a :class:`SoftmaxClassifier`, one batch of (v, class ids) per step."""
+
+    def __init__(self, clf: SoftmaxClassifier, lr: float) -> None:
+        self.clf = clf
+        self.index = class_index(clf.classes)
+        self.opt = torch.optim.Adam(clf.parameters(), lr=lr)
+
+    def step(self, v: Tensor, y: Tensor) -> Tensor:
+        """One update on the batch v (B, d_v), y (B,) class ids; returns the loss before the update."""
+        loss = nn.functional.cross_entropy(self.clf(v), self.index[y])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+def fit_softmax(v: Tensor, y: Tensor, classes: Tensor, steps: int, lr: float,
+                generator: torch.Generator) -> SoftmaxClassifier:
+    """A softmax classifier over ``classes`` fit by ``steps`` full-batch Adam steps on (v, y).
+
+    The initial weights come from the CPU ``generator``; the result lives on v's device.
+    """
+    clf = SoftmaxClassifier(v.shape[1], classes.cpu(), generator).to(v.device)
+    trainer = SoftmaxTrainer(clf, lr)
+    for _ in range(steps):
+        trainer.step(v, y)
+    return clf
 
 
 def train_softmax(
@@ -100,9 +150,8 @@ def train_softmax(
     unseen = train.unseen.to(device)
     candidates = {"czsl": unseen, "gzsl": torch.cat([train.seen.to(device), unseen])}
     init = cpu_generator_from(generator)
-    clfs = {m: SoftmaxClassifier(train.d_v, candidates[m].cpu(), init).to(device) for m in modes}
-    index = {m: class_index(candidates[m]) for m in modes}
-    opts = {m: torch.optim.Adam(clfs[m].parameters(), lr=lr) for m in modes}
+    trainers = {m: SoftmaxTrainer(SoftmaxClassifier(train.d_v, candidates[m].cpu(), init).to(device), lr)
+                for m in modes}
     v_real, y_real = train.v.to(device), train.y.to(device)
     model.eval()
     for _ in range(steps):
@@ -114,9 +163,5 @@ def train_softmax(
                 pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)
                 batches["gzsl"] = (torch.cat([v_real[pick], v_gen]), torch.cat([y_real[pick], y_gen]))
         for m in modes:
-            v_b, y_b = batches[m]
-            loss = nn.functional.cross_entropy(clfs[m](v_b), index[m][y_b])
-            opts[m].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[m].step()
-    return clfs
+            trainers[m].step(*batches[m])
+    return {m: t.clf for m, t in trainers.items()}

@@ -29,6 +29,9 @@ __all__ = [
     "XLSA17_NAMES",
     "BUNDLED_DIR",
     "bundled_att_splits",
+    "read_mat",
+    "stratified_split",
+    "validation_split",
 ]
 
 FEATURES_FILE = "res101.mat"
@@ -144,7 +147,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return path
 
 
-def _loadmat(path: Path) -> dict:
+def read_mat(path: Path) -> dict:
+    """The variables of a MATLAB .mat file; a missing, v7.3 or corrupt file raises a :class:`DataError`."""
     if not path.is_file():
         raise DataError(f"Missing file {path}. {XLSA17_HINT}")
     try:
@@ -182,8 +186,9 @@ def _index_vector(mat: dict, key: str, path: Path, n_rows: int, features_path: P
     arr = arr.ravel()
     if arr.size == 0:
         raise DataError(f"{path}: key '{key}' is empty; every split needs at least one image")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr)):
+    if not np.issubdtype(arr.dtype, np.integer) and (
+        not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr))
+    ):
             raise DataError(f"{path}: key '{key}' must hold integer indices, found dtype {arr.dtype}")
     idx = arr.astype(np.int64)  # uint16 in the originals: cast before subtracting 1
     if idx.min() < 1 or idx.max() > n_rows:
@@ -249,7 +254,7 @@ def load_xlsa17(
 ) -> ZSLData:
     """Load and validate ``<data_dir>/<name>/{res101.mat, att_splits.mat}``.
 
-    Preprocessing (IZF_KNOWN.md, development code): features min-max scaled to [0, 1] per
+    Preprocessing (development code): features min-max scaled to [0, 1] per
     dimension and attributes (the L2-normalised ``att``) rescaled by their global min/max;
     both scalers are fit on trainval / the attribute table only, never on test images.
     """
@@ -257,7 +262,7 @@ def load_xlsa17(
     if not root.is_dir():
         raise DataError(f"Dataset directory {root} does not exist. {XLSA17_HINT}")
     fpath, spath = root / FEATURES_FILE, root / SPLITS_FILE
-    fmat, smat = _loadmat(fpath), _loadmat(spath)
+    fmat, smat = read_mat(fpath), read_mat(spath)
 
     att_raw = np.asarray(_get(smat, "att", spath, "class attributes, d_a x C"))
     if att_raw.ndim != 2:
@@ -353,3 +358,45 @@ def load_xlsa17(
         source=str(root),
         folds=read_class_folds(root, names),
     )
+
+
+def stratified_split(
+    labels: np.ndarray, idx: np.ndarray, frac: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the rows ``idx`` class by class into a ``frac`` part and the rest (both sorted).
+
+    Classes are visited in ascending order and each class's rows shuffled by ``rng``, so the
+    split is a function of the labels and the generator's seed alone.
+    """
+    first, rest = [], []
+    for k in np.unique(labels[idx]):
+        rows = rng.permutation(idx[labels[idx] == k])
+        cut = int(round(frac * rows.size))
+        first.append(rows[:cut])
+        rest.append(rows[cut:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
+
+
+def validation_split(data: ZSLData, fold: int, seed: int) -> tuple[TrainSplit, tuple[Tensor, ...]]:
+    """A class-level validation split from trainval only (xlsa17 fold ``fold``).
+
+    The fold's val classes become pseudo-unseen; the train classes' images are split 80/20
+    (stratified, seeded) into pseudo-trainval and pseudo-test-seen. No test image is read.
+    Returns the pseudo-training split and (v_seen, y_seen, v_unseen, y_unseen) to score on.
+    """
+    if fold not in data.folds:
+        raise DataError(
+            f"selection 'val' needs trainclasses{fold}.txt and valclasses{fold}.txt in {data.source or data.name}; "
+            f"folds found: {sorted(data.folds) or 'none'}"
+        )
+    train_names, val_names = data.folds[fold]
+    ids = {n: i for i, n in enumerate(data.class_names)}
+    tr_cls = torch.tensor(sorted(ids[n] for n in train_names))
+    va_cls = torch.tensor(sorted(ids[n] for n in val_names))
+    y = data.y_trainval
+    rows = np.flatnonzero(np.isin(y.numpy(), tr_cls.numpy()))
+    keep, held = stratified_split(y.numpy(), rows, 0.8, np.random.default_rng(seed))
+    keep_idx, held_idx = torch.from_numpy(keep), torch.from_numpy(held)
+    unseen_idx = torch.nonzero(torch.isin(y, va_cls)).flatten()
+    split = TrainSplit(data.v_trainval[keep_idx], y[keep_idx], data.att, tr_cls, va_cls)
+    return split, (data.v_trainval[held_idx], y[held_idx], data.v_trainval[unseen_idx], y[unseen_idx])

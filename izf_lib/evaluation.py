@@ -8,14 +8,20 @@ import torch
 from torch import Tensor
 
 from .classifiers import nbc_predict, train_softmax
-from .config import IZFConfig
+from .config import CLASSIFIERS, IZFConfig
 from .data import TrainSplit, ZSLData
 from .metrics import czsl_t1, gzsl_scores
 from .model import IZF
+from .rng import STREAM_TEST_EVAL, STREAM_VAL_EVAL, make_generator
 
-__all__ = ["CLASSIFIERS", "Predictions", "score", "score_benchmark"]
+__all__ = ["CLASSIFIERS", "Predictions", "evaluation_generator", "score", "score_benchmark"]
 
-CLASSIFIERS = ("nbc", "softmax")
+
+def evaluation_generator(seed: int, epoch: int, device: str | torch.device,
+                         validation: bool = False) -> torch.Generator:
+    """The generator behind the scores of ``epoch``: the same in training-time evaluation and ``evaluate``,
+    so a checkpoint rescored later rebuilds the very IZF-Softmax classifiers that were scored."""
+    return make_generator(seed, STREAM_VAL_EVAL if validation else STREAM_TEST_EVAL, epoch, device)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def _subnet(d_in: int, d_out: int, hidden: int, generator: torch.Generator) -> n
 
 
 class AffineCoupling(nn.Module):
-    """Two-sided affine coupling (Glow / INN style; IZF_KNOWN.md "Coupling").
+    """Two-sided affine coupling (Glow / INN style, as in the development code).
 
     With x = [x1, x2] (x1 has ``dim // 2`` entries, x2 the rest, so odd dims work)::
 
@@ -115,9 +115,23 @@ class AffineCoupling(nn.Module):
         s, t = net(u).chunk(2, dim=-1)
         return soft_clamp(s, self.clamp), t
 
+    def _half(self, net: nn.Module, cond: Tensor, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        """One affine half-step on ``x`` conditioned on ``cond``: x * exp(g(s)) + t, or its inverse.
+
+        Returns ``(output, log_det)`` with log_det = sum g(s) forward and -sum g(s) in reverse.
+        Both directions of both halves go through here (as in FrEIA's coupling blocks).
+        """
+        s, t = self._scale_shift(net, cond)
+        if reverse:
+            return (x - t) * torch.exp(-s), -s.sum(-1)
+        return x * torch.exp(s) + t, s.sum(-1)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x[..., : self.len1], x[..., self.len1 :]
+
     def log_scales(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The clamped log-scales (g(s2), g(s1)) applied to x; log_det is the sum of both."""
-        x1, x2 = x[..., : self.len1], x[..., self.len1 :]
+        x1, x2 = self._split(x)
         s2, t2 = self._scale_shift(self.net2, x2)
         s1, _ = self._scale_shift(self.net1, x1 * torch.exp(s2) + t2)
         return s2, s1
@@ -127,36 +141,31 @@ class AffineCoupling(nn.Module):
 
         Its Jacobian is upper block triangular [[diag(exp g(s2)), *], [0, I]].
         """
-        x1, x2 = x[..., : self.len1], x[..., self.len1 :]
-        s2, t2 = self._scale_shift(self.net2, x2)
-        return torch.cat([x1 * torch.exp(s2) + t2, x2], dim=-1), s2.sum(-1)
+        x1, x2 = self._split(x)
+        y1, log_det = self._half(self.net2, x2, x1)
+        return torch.cat([y1, x2], dim=-1), log_det
 
     def forward_second(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The second half-step alone: [y1, x2] -> [y1, y2] with y2 = x2 * exp(g(s1(y1))) + t1(y1).
 
         Its Jacobian is lower block triangular [[I, 0], [*, diag(exp g(s1))]]: supplementary eq. 12.
         """
-        y1, x2 = x[..., : self.len1], x[..., self.len1 :]
-        s1, t1 = self._scale_shift(self.net1, y1)
-        return torch.cat([y1, x2 * torch.exp(s1) + t1], dim=-1), s1.sum(-1)
+        y1, x2 = self._split(x)
+        y2, log_det = self._half(self.net1, y1, x2)
+        return torch.cat([y1, y2], dim=-1), log_det
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map x (B, dim) to y (B, dim); returns ``(y, log_det)`` with log_det (B,)."""
-        x1, x2 = x[..., : self.len1], x[..., self.len1 :]
-        s2, t2 = self._scale_shift(self.net2, x2)
-        y1 = x1 * torch.exp(s2) + t2
-        s1, t1 = self._scale_shift(self.net1, y1)
-        y2 = x2 * torch.exp(s1) + t1
-        log_det = s2.sum(-1) + s1.sum(-1)
-        return torch.cat([y1, y2], dim=-1), log_det
+        """Map x (B, dim) to y (B, dim): the first half-step, then the second; returns ``(y, log_det)``."""
+        x1, x2 = self._split(x)
+        y1, log_det2 = self._half(self.net2, x2, x1)
+        y2, log_det1 = self._half(self.net1, y1, x2)
+        return torch.cat([y1, y2], dim=-1), log_det2 + log_det1
 
     def inverse(self, y: Tensor) -> Tensor:
         """Exact inverse: undo the second half first, then the first."""
-        y1, y2 = y[..., : self.len1], y[..., self.len1 :]
-        s1, t1 = self._scale_shift(self.net1, y1)
-        x2 = (y2 - t1) * torch.exp(-s1)
-        s2, t2 = self._scale_shift(self.net2, x2)
-        x1 = (y1 - t2) * torch.exp(-s2)
+        y1, y2 = self._split(y)
+        x2, _ = self._half(self.net1, y1, y2, reverse=True)
+        x1, _ = self._half(self.net2, x2, y1, reverse=True)
         return torch.cat([x1, x2], dim=-1)
 
 
@@ -188,7 +197,7 @@ class IZFFlow(nn.Module):
         """z = f(v) for v (B, dim); returns ``(z, log_det)`` with log_det (B,)."""
         log_det = v.new_zeros(v.shape[:-1])
         x = v
-        for perm, coupling in zip(self.permutations, self.couplings):
+        for perm, coupling in zip(self.permutations, self.couplings, strict=True):
             x, _ = perm(x)  # log-det 0 (eq. 11)
             x, ld = coupling(x)
             log_det = log_det + ld
@@ -197,7 +206,7 @@ class IZFFlow(nn.Module):
     def inverse(self, z: Tensor) -> Tensor:
         """v = f^{-1}(z), the blocks undone in reverse order."""
         x = z
-        for perm, coupling in zip(reversed(self.permutations), reversed(self.couplings)):
+        for perm, coupling in zip(reversed(self.permutations), reversed(self.couplings), strict=True):
             x = perm.inverse(coupling.inverse(x))
         return x
 

@@ -1,4 +1,4 @@
-"""The three IZF losses (IZF_KNOWN.md "Losses"); each docstring names its source.
+"""The three IZF losses; each docstring names its source.
 
 L = lambda_1 L_flow + lambda_2 L_C + lambda_3 L_iMMD.
 """
@@ -48,7 +48,7 @@ def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor) 
     """L_C: sum over the classes y in the batch of || f^{-1}([a_y, 0]) - mean of the batch's v of class y ||_2.
 
     Pulls each class's "centre" generation onto the class mean of real features
-    (IZF_KNOWN.md; the exact form in the main paper is a reconstruction).
+    (development code; the exact form in the main paper is a reconstruction).
     """
     classes, inverse = torch.unique(y, return_inverse=True)
     counts = torch.bincount(inverse, minlength=classes.numel()).to(v.dtype)

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 
-from .data import FEATURES_FILE, SPLITS_FILE, DataError, bundled_att_splits, default_class_names
+from .data import (
+    FEATURES_FILE,
+    SPLITS_FILE,
+    DataError,
+    bundled_att_splits,
+    default_class_names,
+    read_mat,
+    stratified_split,
+)
 
 __all__ = [
     "SEVEN_SEGMENT",
@@ -123,18 +131,8 @@ def write_xlsa17(
     return out
 
 
-def _stratified_split(labels: np.ndarray, idx: np.ndarray, frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split the rows ``idx`` per class into a ``frac`` part and the rest."""
-    first, rest = [], []
-    for k in np.unique(labels[idx]):
-        rows = rng.permutation(idx[labels[idx] == k])
-        cut = int(round(frac * rows.size))
-        first.append(rows[:cut])
-        rest.append(rows[cut:])
-    return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
-
-
-def _class_folds(seen_names: list[str], n_folds: int, n_val: int, rng: np.random.Generator) -> list[tuple[list[str], list[str]]]:
+def _class_folds(seen_names: list[str], n_folds: int, n_val: int,
+                 rng: np.random.Generator) -> list[tuple[list[str], list[str]]]:
     """Class-level validation folds: each holds out ``n_val`` seen classes as pseudo-unseen."""
     folds = []
     order = list(rng.permutation(len(seen_names)))
@@ -158,7 +156,7 @@ def prepare_digits(
     """
     from sklearn.datasets import load_digits
 
-    unseen = tuple(sorted(set(int(u) for u in unseen)))
+    unseen = tuple(sorted({int(u) for u in unseen}))
     if not unseen or any(u not in range(10) for u in unseen) or len(unseen) > 8:
         raise ValueError(f"unseen digits must be 1 to 8 distinct values in 0-9, got {unseen}")
     att, _ = digit_attributes(topology)
@@ -170,7 +168,7 @@ def prepare_digits(
     rng = np.random.default_rng(seed)
     is_unseen = np.isin(labels, unseen)
     test_unseen = np.flatnonzero(is_unseen)
-    trainval, test_seen = _stratified_split(labels, np.flatnonzero(~is_unseen), 0.8, rng)
+    trainval, test_seen = stratified_split(labels, np.flatnonzero(~is_unseen), 0.8, rng)
     class_names = [f"digit_{d}" for d in range(10)]
     seen_names = [class_names[d] for d in range(10) if d not in unseen]
     folds = _class_folds(seen_names, 3, max(1, len(seen_names) // 4), rng)
@@ -179,10 +177,7 @@ def prepare_digits(
 
 def _read_att_file(path: Path) -> tuple[np.ndarray, list[str], tuple[int, int, int], list[str] | None]:
     """Attributes (d_a, C), class names, split sizes and, if listed beside it, the unseen class names."""
-    try:
-        mat = sio.loadmat(str(path))
-    except Exception as exc:
-        raise DataError(f"{path} could not be read as a MATLAB .mat file: {exc}") from exc
+    mat = read_mat(path)
     for key in ("att", "trainval_loc", "test_seen_loc", "test_unseen_loc"):
         if key not in mat:
             raise DataError(f"{path}: missing key '{key}' needed to build a surrogate")
@@ -193,7 +188,7 @@ def _read_att_file(path: Path) -> tuple[np.ndarray, list[str], tuple[int, int, i
         names = default_class_names(att.shape[1])
     sizes = tuple(int(np.asarray(mat[k]).size) for k in ("trainval_loc", "test_seen_loc", "test_unseen_loc"))
     test_list = path.parent / "testclasses.txt"
-    unseen = [l.strip() for l in test_list.read_text().splitlines() if l.strip()] if test_list.is_file() else None
+    unseen = [n.strip() for n in test_list.read_text().splitlines() if n.strip()] if test_list.is_file() else None
     return att, names, sizes, unseen  # type: ignore[return-value]
 
 
@@ -266,7 +261,8 @@ def prepare_synthetic(
     order = rng.permutation(labels.size)  # interleave the splits' rows, as in the real files
     labels = labels[order]
     position = np.argsort(order)
-    trainval, test_seen, test_unseen = np.sort(position[:n_tv]), np.sort(position[n_tv:n_tv + n_ts]), np.sort(position[n_tv + n_ts:])
+    trainval, test_seen = np.sort(position[:n_tv]), np.sort(position[n_tv:n_tv + n_ts])
+    test_unseen = np.sort(position[n_tv + n_ts:])
     features = np.empty((labels.size, d_v), dtype=np.float32)
     for start in range(0, labels.size, 4096):
         rows = labels[start:start + 4096]

@@ -8,23 +8,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .experiment import RESULTS_FILE, RunResult
+
 __all__ = ["BENCHMARK_COLUMNS", "benchmark_rows", "upsert_benchmark_rows", "collect"]
 
 BENCHMARK_COLUMNS = ["dataset", "seed", "classifier", "selection", "epoch", "T1", "U", "S", "H",
                      "epochs", "quick", "device"]  # no timings: they vary run to run (see results.json)
 
 
-def benchmark_rows(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
-    """One row per classifier of a ``results.json`` written by :func:`izf_lib.train.fit`."""
-    rows = []
-    for clf in results["gzsl"]:
-        rows.append({
-            "dataset": results["dataset"], "seed": results["seed"], "classifier": clf,
-            "selection": results["selection"]["rule"], "epoch": results["selection"]["epochs"][clf],
-            "T1": results["czsl"][clf]["T1"], **{k: results["gzsl"][clf][k] for k in ("U", "S", "H")},
-            "epochs": results["config"]["epochs"], "quick": quick, "device": results["environment"]["device"],
-        })
-    return rows
+def benchmark_rows(result: RunResult, quick: bool) -> list[dict[str, Any]]:
+    """One row per classifier of a run recorded by :func:`izf_lib.experiment.fit`."""
+    return [{
+        "dataset": result.dataset, "seed": result.seed, "classifier": clf,
+        "selection": result.selection["rule"], "epoch": result.selection["epochs"][clf], **result.scores(clf),
+        "epochs": result.config["epochs"], "quick": quick, "device": result.environment["device"],
+    } for clf in result.gzsl]
 
 
 def _row_order(r: dict[str, Any]) -> tuple:
@@ -64,8 +62,8 @@ def collect(runs_root: str | os.PathLike, results_dir: str | os.PathLike, manife
     out.mkdir(parents=True, exist_ok=True)
     quick = bool(manifest.get("quick", True))
     rows: list[dict[str, Any]] = []
-    for res_file in sorted(runs_root.glob("*/seed*/results.json")):
-        rows.extend(benchmark_rows(json.loads(res_file.read_text()), quick))
+    for res_file in sorted(runs_root.glob(f"*/seed*/{RESULTS_FILE}")):
+        rows.extend(benchmark_rows(RunResult.read(res_file), quick))
     _write_csv(out / "benchmark_runs.csv", rows, BENCHMARK_COLUMNS)
     split_rows: list[dict[str, Any]] = []
     for f in sorted((runs_root / "digits_splits").glob("*.csv")):

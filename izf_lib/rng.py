@@ -30,6 +30,7 @@ __all__ = [
     "make_generator",
     "cpu_generator_from",
     "reset_linear_",
+    "randomise_parameters_",
 ]
 
 # Named streams; the values only need to differ from each other.
@@ -85,4 +86,16 @@ def reset_linear_(module: nn.Module, generator: torch.Generator, std: float | No
         layer.weight.copy_(w)
         if layer.bias is not None:
             layer.bias.copy_(b)
+    return module
+
+
+@torch.no_grad()
+def randomise_parameters_(module: nn.Module, std: float, generator: torch.Generator) -> nn.Module:
+    """Overwrite every parameter with N(0, std^2) draws from ``generator``; returns ``module``.
+
+    For checks of a flow's algebra: a new IZF flow starts near the identity (weights of size
+    0.01), where log-determinants are close to 0 and a wrong formula can pass unnoticed.
+    """
+    for p in module.parameters():
+        p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
     return module

@@ -1,43 +1,35 @@
-"""Training IZF: seeded, checkpointed every epoch, resumable, and blind to test data.
+"""The IZF training loop: seeded, checkpointed every epoch, resumable, and blind to test data.
 
 :func:`train_model` reads only a :class:`~izf_lib.data.TrainSplit` (trainval features and
 labels plus attributes). Evaluation is a callback that cannot change the training
-trajectory: it draws its randomness from its own generator. :func:`fit` adds the epoch
-selection rule and writes ``results.json``.
+trajectory: it draws its randomness from its own generator. The experiment around the loop
+(epoch selection, ``results.json``) is :mod:`izf_lib.experiment`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import IZFConfig
-from .data import DataError, TrainSplit, ZSLData
-from .evaluation import CLASSIFIERS, score, score_benchmark
+from .data import TrainSplit
 from .model import IZF
-from .rng import STREAM_SHUFFLE, STREAM_TEST_EVAL, STREAM_TRAIN, STREAM_VAL_EVAL, make_generator
+from .rng import STREAM_SHUFFLE, STREAM_TRAIN, make_generator
 
 __all__ = [
     "TrainingDivergedError",
+    "CheckpointError",
     "resolve_device",
     "make_adam",
     "train_model",
-    "validation_split",
-    "select_epochs",
-    "fit",
     "load_checkpoint",
-    "evaluation_generator",
-    "CheckpointError",
 ]
 
 EvalFn = Callable[[IZF, int], dict]
@@ -53,13 +45,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu or auto")
+        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False; "
+                           "use --device cpu or auto")
     return dev
-
-
-def evaluation_generator(seed: int, epoch: int, device: str | torch.device, validation: bool = False) -> torch.Generator:
-    """The generator behind the scores of ``epoch``: the same in training-time evaluation and ``evaluate``."""
-    return make_generator(seed, STREAM_VAL_EVAL if validation else STREAM_TEST_EVAL, epoch, device)
 
 
 def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
@@ -170,121 +158,6 @@ def _diverged(model: IZF, opt, config: IZFConfig, out: dict, epoch: int, step: i
         f"state saved to {where if where else '(no output directory)'}. "
         "Try a lower lr, a smaller clamp or lambda_immd, or check the features for extreme values."
     )
-
-
-def validation_split(data: ZSLData, fold: int, seed: int) -> tuple[TrainSplit, tuple[torch.Tensor, ...]]:
-    """A class-level validation split from trainval only (xlsa17 fold ``fold``).
-
-    The fold's val classes become pseudo-unseen; the train classes' images are split 80/20
-    (stratified, seeded) into pseudo-trainval and pseudo-test-seen. No test image is read.
-    """
-    if fold not in data.folds:
-        raise DataError(
-            f"selection 'val' needs trainclasses{fold}.txt and valclasses{fold}.txt in {data.source or data.name}; "
-            f"folds found: {sorted(data.folds) or 'none'}"
-        )
-    train_names, val_names = data.folds[fold]
-    ids = {n: i for i, n in enumerate(data.class_names)}
-    tr_cls = torch.tensor(sorted(ids[n] for n in train_names))
-    va_cls = torch.tensor(sorted(ids[n] for n in val_names))
-    y = data.y_trainval
-    rng = np.random.default_rng(seed)
-    keep, held = [], []
-    for k in tr_cls.tolist():
-        rows = rng.permutation(torch.nonzero(y == k).flatten().numpy())
-        cut = int(round(0.8 * rows.size))
-        keep.append(rows[:cut])
-        held.append(rows[cut:])
-    keep_idx = torch.from_numpy(np.sort(np.concatenate(keep)))
-    held_idx = torch.from_numpy(np.sort(np.concatenate(held)))
-    unseen_idx = torch.nonzero(torch.isin(y, va_cls)).flatten()
-    split = TrainSplit(data.v_trainval[keep_idx], y[keep_idx], data.att, tr_cls, va_cls)
-    return split, (data.v_trainval[held_idx], y[held_idx], data.v_trainval[unseen_idx], y[unseen_idx])
-
-
-def select_epochs(
-    history: list[dict], val_history: list[dict] | None, classifiers: tuple[str, ...], rule: str
-) -> dict[str, int]:
-    """The epoch whose test scores are reported, per classifier.
-
-    ``final``: the last epoch. ``val``: the epoch with the best GZSL H on the validation fold.
-    ``best_test``: the epoch with the best test GZSL H (optimistic: selects on test data).
-    """
-    last = history[-1]["epoch"]
-    if rule == "final":
-        return {clf: last for clf in classifiers}
-    source = val_history if rule == "val" else history
-    if source is None:
-        raise ValueError("selection 'val' needs the validation history")
-    evaluated = [r for r in source if r.get("eval")]
-    return {clf: max(evaluated, key=lambda r: (r["eval"]["gzsl"][clf]["H"], -r["epoch"]))["epoch"] for clf in classifiers}
-
-
-def fit(
-    data: ZSLData,
-    config: IZFConfig,
-    out_dir: str | os.PathLike,
-    *,
-    device: str | torch.device = "auto",
-    classifiers: tuple[str, ...] = CLASSIFIERS,
-    resume: bool = False,
-    progress: bool = True,
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate and select as ``config.selection`` says; writes ``out_dir/results.json``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    meta = {"dataset": data.name, "data_dir": data_dir, "classifiers": list(classifiers)}
-    t_start = time.perf_counter()
-
-    def test_eval(model: IZF, epoch: int) -> dict:
-        return score_benchmark(model, data, classifiers, config, evaluation_generator(config.seed, epoch, dev))
-
-    model, history = train_model(data.train_split(), config, dev, checkpoint=out / "checkpoint.pt", resume=resume,
-                                 eval_fn=test_eval, progress=progress, desc=f"{data.name} seed {config.seed}", meta=meta)
-    val_history = None
-    if config.selection == "val":
-        split, (v_s, y_s, v_u, y_u) = validation_split(data, config.val_fold, config.seed)
-
-        def val_eval(m: IZF, epoch: int) -> dict:
-            return score(m, split, v_s, y_s, v_u, y_u, classifiers, config,
-                         evaluation_generator(config.seed, epoch, dev, validation=True))
-
-        _, val_history = train_model(split, config, dev, checkpoint=out / "val_checkpoint.pt", resume=resume,
-                                     eval_fn=val_eval, progress=progress, desc=f"{data.name} val fold {config.val_fold}")
-    chosen = select_epochs(history, val_history, classifiers, config.selection)
-    by_epoch = {r["epoch"]: r for r in history}
-    results: dict[str, Any] = {
-        "dataset": data.name,
-        "data": data.summary(),
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "sigma": model.sigma,
-        "selection": {
-            "rule": config.selection,
-            "epochs": chosen,
-            "optimistic": config.selection == "best_test",
-            "note": {
-                "final": "scores of the last epoch of a fixed schedule",
-                "val": f"epoch with the best GZSL H on class-level validation fold {config.val_fold} (trainval only)",
-                "best_test": "epoch with the best test GZSL H: selects on test data, optimistic",
-            }[config.selection],
-        },
-        "czsl": {clf: by_epoch[e]["eval"]["czsl"][clf] for clf, e in chosen.items()},
-        "gzsl": {clf: by_epoch[e]["eval"]["gzsl"][clf] for clf, e in chosen.items()},
-        "history": history,
-        "val_history": val_history,
-        "timings": {
-            "train_seconds": sum(r["train_seconds"] for r in history),
-            "eval_seconds": sum(r.get("eval_seconds", 0.0) for r in history),
-            "total_seconds": time.perf_counter() - t_start,
-        },
-        "environment": {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None},
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    return results
 
 
 class CheckpointError(ValueError):

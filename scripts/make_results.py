@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "make results FULL=1" if args.full else "make results",
     }
     m = collect(runs, args.results, manifest)
-    print(f"collected {m['benchmark_rows']} benchmark rows and {m['digits_split_rows']} DIGITS split rows into {args.results}")
+    print(f"collected {m['benchmark_rows']} benchmark rows and {m['digits_split_rows']} DIGITS split rows "
+          f"into {args.results}")
     return 0
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """An AWA1-shaped surrogate at 2% of the images and d_v = 128, with the real (bundled) AWA1 attributes."""

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io as sio
+import torch
 
 from izf_lib.data import BUNDLED_DIR, bundled_att_splits
+from izf_lib.rng import randomise_parameters_
 
 AWA1_ATT = bundled_att_splits("AWA1")  # the repository's copy; a clone needs nothing outside it
 DIGITS_DESCRIPTORS = BUNDLED_DIR / "digits_zsl"
@@ -46,3 +48,8 @@ def write_raw(root: Path, fmat: dict | None, smat: dict | None, name: str = "TIN
     if smat is not None:
         sio.savemat(d / "att_splits.mat", smat)
     return root
+
+
+def randomised(module: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:
+    """``module`` with every parameter ~ N(0, std^2) from ``seed``: checks away from the near-identity init."""
+    return randomise_parameters_(module, std, torch.Generator().manual_seed(seed))

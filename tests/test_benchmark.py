@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from izf_lib.benchmark import digit_splits, score_baseline
 from izf_lib.data import TrainSplit, load_xlsa17
+from izf_lib.experiments.digits_splits import digit_splits, score_baseline
+from izf_lib.experiments.zsl_baselines import BASELINES, ESZSL, AttributeRidge, GaussianGenerator
 from izf_lib.results import BENCHMARK_COLUMNS, collect
-from izf_lib.zsl_baselines import BASELINES, ESZSL, AttributeRidge, GaussianGenerator
 
 
 def test_digit_splits_cover_all_combinations_and_subsets() -> None:
@@ -59,7 +59,8 @@ def test_collect_gathers_runs_and_splits(tmp_path: Path) -> None:
     res = {"dataset": "X", "seed": 2, "config": {"epochs": 5},
            "selection": {"rule": "final", "epochs": {"nbc": 5}},
            "czsl": {"nbc": {"T1": 50.0}}, "gzsl": {"nbc": {"U": 10.0, "S": 90.0, "H": 18.0}},
-           "environment": {"device": "cpu"}}
+           "environment": {"device": "cpu"}, "data": {}, "sigma": 0.1, "history": [], "val_history": None,
+           "timings": {}}
     (runs / "X" / "seed2").mkdir(parents=True)
     (runs / "X" / "seed2" / "results.json").write_text(json.dumps(res))
     (runs / "digits_splits").mkdir()

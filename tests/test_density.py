@@ -11,14 +11,11 @@ from torch.autograd.functional import jacobian
 from izf_lib.density import conditional_log_prob, log_normal
 from izf_lib.flows import IZFFlow
 
+from helpers import randomised
+
 
 def _flow(dim: int, seed: int = 0) -> IZFFlow:
-    flow = IZFFlow(dim, n_blocks=3, hidden=16, seed=seed).double()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
-    return flow
+    return randomised(IZFFlow(dim, n_blocks=3, hidden=16, seed=seed).double(), std=0.3, seed=seed)
 
 
 def test_log_normal_matches_torch_distributions() -> None:
@@ -35,7 +32,7 @@ def test_conditional_log_prob_matches_brute_force() -> None:
     att = torch.randn(4, d_a, dtype=torch.float64)
     got = conditional_log_prob(flow, v, att, sigma)
     expected = []
-    for row, a in zip(v, att):
+    for row, a in zip(v, att, strict=True):
         z = flow(row[None])[0][0]
         jac = jacobian(lambda r: flow(r[None])[0][0], row)
         log_pz = (

@@ -8,13 +8,7 @@ from torch.autograd.functional import jacobian
 
 from izf_lib.flows import AffineCoupling, IZFFlow, Permutation, merge_z, split_z
 
-
-def _randomise(module: torch.nn.Module, std: float = 0.3, seed: int = 0) -> None:
-    """Give a module's weights a non-trivial size so tests do not run at the near-identity init."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
+from helpers import randomised
 
 
 def _autograd_logdet(fn, x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +24,7 @@ def _autograd_logdet(fn, x: torch.Tensor) -> torch.Tensor:
 def test_flow_log_det_matches_autograd_jacobian(dim: int, n_blocks: int) -> None:
     torch.manual_seed(dim)
     flow = IZFFlow(dim, n_blocks=n_blocks, hidden=16, seed=dim).double()
-    _randomise(flow, seed=dim)
+    randomised(flow, seed=dim)
     x = torch.randn(4, dim, dtype=torch.float64)
     _, log_det = flow(x)
     expected = _autograd_logdet(flow, x)
@@ -42,7 +36,7 @@ def test_flow_log_det_matches_autograd_jacobian(dim: int, n_blocks: int) -> None
 @pytest.mark.parametrize("dim", [2, 3, 7])
 def test_coupling_log_det_is_signed_sum_of_clamped_scales(dim: int) -> None:
     layer = AffineCoupling(dim, hidden=8).double()
-    _randomise(layer, std=0.8, seed=0)
+    randomised(layer, std=0.8, seed=0)
     x = 2.0 * torch.randn(32, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(dim))
     _, log_det = layer(x)
     torch.testing.assert_close(log_det, _autograd_logdet(layer, x), rtol=1e-10, atol=1e-10)
@@ -53,7 +47,7 @@ def test_coupling_log_det_is_signed_sum_of_clamped_scales(dim: int) -> None:
 @pytest.mark.parametrize("dim", [2, 5, 9])
 def test_inverse_round_trip_float64(dim: int) -> None:
     flow = IZFFlow(dim, n_blocks=5, hidden=32, seed=3).double()
-    _randomise(flow, std=0.2, seed=3)
+    randomised(flow, std=0.2, seed=3)
     v = torch.randn(16, dim, dtype=torch.float64)
     z, _ = flow(v)
     torch.testing.assert_close(flow.inverse(z), v, rtol=0, atol=1e-12)
@@ -75,7 +69,7 @@ def test_inverse_round_trip_float32_at_benchmark_size() -> None:
 def test_jacobian_of_inverse_is_inverse_jacobian() -> None:
     dim = 6
     flow = IZFFlow(dim, n_blocks=3, hidden=16, seed=1).double()
-    _randomise(flow, std=0.3, seed=2)
+    randomised(flow, std=0.3, seed=2)
     v = torch.randn(dim, dtype=torch.float64)
     j_f = jacobian(lambda r: flow(r[None])[0][0], v)
     z = flow(v[None])[0][0]
@@ -85,7 +79,7 @@ def test_jacobian_of_inverse_is_inverse_jacobian() -> None:
 
 def test_every_parameter_receives_a_gradient() -> None:
     flow = IZFFlow(7, n_blocks=3, hidden=8)
-    _randomise(flow, std=0.3)
+    randomised(flow, std=0.3)
     z, log_det = flow(torch.randn(5, 7))
     (z.pow(2).sum() - log_det.sum() + flow.inverse(z).sum()).backward()
     for name, p in flow.named_parameters():
@@ -95,7 +89,7 @@ def test_every_parameter_receives_a_gradient() -> None:
 
 def test_state_dict_round_trip_reproduces_outputs_across_seeds() -> None:
     a = IZFFlow(9, n_blocks=4, hidden=16, seed=1)
-    _randomise(a, std=0.3)
+    randomised(a, std=0.3)
     b = IZFFlow(9, n_blocks=4, hidden=16, seed=99)
     x = torch.randn(8, 9)
     assert not torch.equal(a(x)[0], b(x)[0])  # different permutations and weights
@@ -160,7 +154,7 @@ def test_split_and_merge_are_inverse() -> None:
 
 def test_coupling_is_the_composition_of_its_two_triangular_half_steps() -> None:
     layer = AffineCoupling(5, hidden=8).double()
-    _randomise(layer, std=0.5, seed=7)
+    randomised(layer, std=0.5, seed=7)
     x = torch.randn(3, 5, dtype=torch.float64)
     mid, ld1 = layer.forward_first(x)
     y, ld2 = layer.forward_second(mid)
@@ -176,7 +170,7 @@ def test_coupling_is_the_composition_of_its_two_triangular_half_steps() -> None:
 
 def test_log_scales_sum_to_log_det() -> None:
     layer = AffineCoupling(6, hidden=8)
-    _randomise(layer, std=0.5, seed=8)
+    randomised(layer, std=0.5, seed=8)
     x = torch.randn(4, 6)
     s2, s1 = layer.log_scales(x)
     torch.testing.assert_close(s2.sum(-1) + s1.sum(-1), layer(x)[1])

@@ -9,7 +9,7 @@ import torch
 
 from izf_lib.density import conditional_log_prob
 from izf_lib.flows import IZFFlow, merge_z
-from izf_lib.losses import centralizing_loss, flow_loss_dev, flow_nll, imq_kernel, immd_loss, mmd2
+from izf_lib.losses import centralizing_loss, flow_loss_dev, flow_nll, immd_loss, imq_kernel, mmd2
 
 
 def test_imq_kernel_is_sum_over_scales() -> None:
@@ -30,7 +30,7 @@ def test_mmd_grows_with_distance() -> None:
     x = torch.randn(200, 3, generator=gen)
     y = torch.randn(200, 3, generator=gen)
     values = [mmd2(x, y + shift).item() for shift in (0.0, 0.5, 1.0, 2.0, 4.0)]
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in zip(values[:-1], values[1:], strict=True)), values
 
 
 def test_unbiased_mmd_is_centred_while_biased_is_not() -> None:

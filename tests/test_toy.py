@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from izf_lib.baselines import CGAN, CVAE, train_cgan, train_cvae
-from izf_lib.toy import ToyReader, run_status, run_toy, toy_metrics
+from izf_lib.experiments.toy import ToyReader, run_status, run_toy, toy_metrics
+from izf_lib.experiments.toy_baselines import CGAN, CVAE, train_cgan, train_cvae
 
 
 def test_reader_reproduces_listing_fields_and_batches() -> None:

@@ -11,11 +11,13 @@ import torch
 
 from izf_lib.__main__ import main
 from izf_lib.config import IZFConfig
-from izf_lib.data import TrainSplit, load_xlsa17
-from izf_lib.train import CheckpointError, TrainingDivergedError, fit, load_checkpoint, train_model, validation_split
+from izf_lib.data import TrainSplit, load_xlsa17, validation_split
+from izf_lib.experiment import RunResult, fit
+from izf_lib.train import CheckpointError, TrainingDivergedError, load_checkpoint, train_model
 
 CPU = torch.device("cpu")
-SMALL = IZFConfig(hidden=64, epochs=30, batch_size=64, eval_every=0, softmax_steps=300, softmax_lr=1e-2, lr=1e-3, seed=0)
+SMALL = IZFConfig(hidden=64, epochs=30, batch_size=64, eval_every=0, softmax_steps=300, softmax_lr=1e-2, lr=1e-3,
+                  seed=0)
 
 
 class Poison:
@@ -39,12 +41,12 @@ class Poison:
 def test_end_to_end_loss_falls_and_both_classifiers_beat_chance(synthetic_dir: Path, tmp_path: Path) -> None:
     data = load_xlsa17("SYN", synthetic_dir)
     res = fit(data, SMALL, tmp_path, device="cpu", progress=False)
-    losses = [r["loss"] for r in res["history"]]
+    losses = [r["loss"] for r in res.history]
     assert losses[-1] < losses[0] - 0.5
     chance = 100.0 / len(data.unseen)
     for clf in ("nbc", "softmax"):
-        assert res["czsl"][clf]["T1"] > 2 * chance, res["czsl"]
-        assert res["gzsl"][clf]["U"] > 0 and res["gzsl"][clf]["S"] > 0
+        assert res.czsl[clf]["T1"] > 2 * chance, res.czsl
+        assert res.gzsl[clf]["U"] > 0 and res.gzsl[clf]["S"] > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["gzsl"]["softmax"]) == {"U", "S", "H"} and "T1" in saved["czsl"]["nbc"]
     assert saved["selection"]["rule"] == "final" and saved["selection"]["optimistic"] is False
@@ -58,7 +60,7 @@ def test_resume_continues_to_the_same_result(synthetic_dir: Path, tmp_path: Path
     train_model(split, replace(cfg, epochs=2), CPU, checkpoint=tmp_path / "b.pt", progress=False)
     resumed, hist_res = train_model(split, cfg, CPU, checkpoint=tmp_path / "b.pt", resume=True, progress=False)
     assert [r["loss"] for r in hist_res] == [r["loss"] for r in hist_full]
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -68,8 +70,8 @@ def test_same_seed_same_model_on_cpu(synthetic_dir: Path) -> None:
     a, _ = train_model(split, cfg, CPU, progress=False)
     b, _ = train_model(split, cfg, CPU, progress=False)
     c, _ = train_model(split, replace(cfg, seed=1), CPU, progress=False)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
 
 
 def test_training_paths_never_read_test_data(synthetic_dir: Path) -> None:
@@ -96,7 +98,7 @@ def test_trained_weights_do_not_depend_on_test_data(synthetic_dir: Path, tmp_pat
     fit(data, cfg, tmp_path / "b", device="cpu", progress=False)
     a, _, _ = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b, _, _ = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def test_validation_split_uses_trainval_classes_only(synthetic_dir: Path) -> None:
@@ -115,15 +117,15 @@ def test_selection_rules_are_explicit(synthetic_dir: Path, tmp_path: Path, rule:
     data = load_xlsa17("SYN", synthetic_dir)
     cfg = replace(SMALL, epochs=4, eval_every=2, softmax_steps=20, selection=rule)
     res = fit(data, cfg, tmp_path, device="cpu", progress=False)
-    assert res["selection"]["rule"] == rule
-    assert res["selection"]["optimistic"] is (rule == "best_test")
-    source = res["val_history"] if rule == "val" else res["history"]
+    assert res.selection["rule"] == rule
+    assert res.selection["optimistic"] is (rule == "best_test")
+    source = res.val_history if rule == "val" else res.history
     evaluated = {r["epoch"]: r["eval"] for r in source if r["eval"]}
     assert set(evaluated) == {2, 4}
-    for clf, epoch in res["selection"]["epochs"].items():
+    for clf, epoch in res.selection["epochs"].items():
         assert evaluated[epoch]["gzsl"][clf]["H"] == max(e["gzsl"][clf]["H"] for e in evaluated.values())
-        test_eval = {r["epoch"]: r["eval"] for r in res["history"]}[epoch]
-        assert res["gzsl"][clf] == test_eval["gzsl"][clf]
+        test_eval = {r["epoch"]: r["eval"] for r in res.history}[epoch]
+        assert res.gzsl[clf] == test_eval["gzsl"][clf]
 
 
 def test_non_finite_loss_raises_and_saves_state(tmp_path: Path) -> None:
@@ -178,8 +180,8 @@ def test_final_scores_do_not_depend_on_the_evaluation_schedule(synthetic_dir: Pa
     cfg = replace(SMALL, epochs=3, softmax_steps=20)
     a = fit(data, replace(cfg, eval_every=0), tmp_path / "a", device="cpu", progress=False)
     b = fit(data, replace(cfg, eval_every=1), tmp_path / "b", device="cpu", progress=False)
-    assert len([r for r in b["history"] if r["eval"]]) == 3 and len([r for r in a["history"] if r["eval"]]) == 1
-    assert a["czsl"] == b["czsl"] and a["gzsl"] == b["gzsl"]
+    assert len([r for r in b.history if r["eval"]]) == 3 and len([r for r in a.history if r["eval"]]) == 1
+    assert a.czsl == b.czsl and a.gzsl == b.gzsl
 
 
 def test_same_seed_gives_identical_results_json_apart_from_timings(synthetic_dir: Path, tmp_path: Path) -> None:
@@ -212,7 +214,8 @@ def test_a_crafted_pickle_checkpoint_is_refused_and_a_real_one_loads(synthetic_d
         load_checkpoint(tmp_path / "crafted.pt")
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="refused to load"):  # resuming from it is refused too
-        train_model(split, replace(SMALL, epochs=2), CPU, checkpoint=tmp_path / "crafted.pt", resume=True, progress=False)
+        train_model(split, replace(SMALL, epochs=2), CPU, checkpoint=tmp_path / "crafted.pt", resume=True,
+                    progress=False)
     assert not marker.exists()
 
 
@@ -222,3 +225,22 @@ def test_no_torch_load_in_the_project_executes_pickled_code() -> None:
     offenders = [str(f.relative_to(root)) for d in ("izf_lib", "scripts", "benchmarks", "tests")
                  for f in (root / d).rglob("*.py") if flag in f.read_text()]
     assert not offenders, offenders
+
+
+def test_run_result_round_trips_through_results_json(synthetic_dir: Path, tmp_path: Path) -> None:
+    data = load_xlsa17("SYN", synthetic_dir)
+    res = fit(data, replace(SMALL, epochs=1, softmax_steps=5), tmp_path, device="cpu", progress=False)
+    back = RunResult.read(tmp_path / "results.json")
+    assert back == res and RunResult.read(tmp_path) == res
+    assert set(back.scores("nbc")) == {"T1", "U", "S", "H"}
+    (tmp_path / "bad.json").write_text('{"dataset": "X"}')
+    with pytest.raises(ValueError, match="bad.json: not a results.json .*missing keys \\['data'"):
+        RunResult.read(tmp_path / "bad.json")
+
+
+def test_presets_are_named_overrides_of_the_defaults() -> None:
+    assert IZFConfig.preset("full") == IZFConfig()
+    quick = IZFConfig.preset("quick", seed=3)
+    assert (quick.epochs, quick.eval_every, quick.softmax_steps, quick.seed) == (30, 10, 500, 3)
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        IZFConfig.preset("fast")

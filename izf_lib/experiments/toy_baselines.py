@@ -13,8 +13,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .losses import immd_loss
-from .rng import STREAM_INIT, STREAM_TRAIN, make_generator, reset_linear_
+from ..classifiers import fit_softmax
+from ..losses import immd_loss
+from ..rng import STREAM_INIT, STREAM_TRAIN, make_generator, reset_linear_
 
 __all__ = ["CGAN", "CVAE", "train_cgan", "train_cvae"]
 
@@ -87,14 +88,8 @@ def _optimise(opt: torch.optim.Optimizer, loss: Tensor, losses: list[float]) -> 
 
 
 def _seen_classifier(v: Tensor, y: Tensor, n_classes: int, generator: torch.Generator, steps: int = 300) -> nn.Module:
-    """The pre-trained seen-class softmax classifier of f-CLSWGAN's L_CLS (fit on real seen data)."""
-    clf = reset_linear_(nn.Linear(v.shape[1], n_classes), generator).to(v.device)
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(clf(v), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    """The pre-trained, frozen seen-class softmax classifier of f-CLSWGAN's L_CLS (fit on real seen data)."""
+    clf = fit_softmax(v, y, torch.arange(n_classes), steps, 1e-2, generator)
     for p in clf.parameters():
         p.requires_grad_(False)
     return clf
@@ -115,8 +110,8 @@ def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, 
     opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(model.critic.parameters(), lr=lr, betas=(0.5, 0.9))
     pre_v, pre_y, *_ = reader.get_batch_tensor("training")
-    clf = _seen_classifier(pre_v[:, :2], pre_y.long(), 3, init)
-    unseen_att = torch.tensor([[1.0, 1.0]], device=dev)
+    clf = _seen_classifier(pre_v[:, :2], pre_y.long(), reader.seen_cls_num, init)
+    unseen_att = torch.as_tensor(reader.unseen_emb, dtype=torch.float32, device=dev)
     losses: list[float] = []
     for _ in range(iterations):
         for _ in range(n_critic):
@@ -149,7 +144,7 @@ def train_cvae(reader, iterations: int, beta: float = 0.1, lr: float = 1e-3, see
     model = reset_linear_(CVAE(), make_generator(seed, STREAM_INIT)).to(dev)
     gen = make_generator(seed, STREAM_TRAIN, device=dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    unseen_att = torch.tensor([[1.0, 1.0]], device=dev)
+    unseen_att = torch.as_tensor(reader.unseen_emb, dtype=torch.float32, device=dev)
     losses: list[float] = []
     for _ in range(iterations):
         v, _, a, *_ = reader.get_batch_tensor("training")

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from .config import IZFConfig
-from .data import ZSLData, load_xlsa17
-from .metrics import czsl_t1, gzsl_scores
-from .prepare import prepare_digits
-from .train import fit
+from ..config import IZFConfig
+from ..data import ZSLData, load_xlsa17
+from ..experiment import fit
+from ..metrics import czsl_t1, gzsl_scores
+from ..prepare import prepare_digits
 from .zsl_baselines import BASELINES
 
 __all__ = ["digit_splits", "score_baseline", "run_digits_split"]
@@ -55,8 +55,7 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
     rows = []
     res = fit(data, config, Path(run_dir) / f"split_{split}_seed{config.seed}", device=device, progress=False)
     for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
-        rows.append({"split": split, "seed": config.seed, "method": label,
-                     "T1": res["czsl"][clf]["T1"], **res["gzsl"][clf]})
+        rows.append({"split": split, "seed": config.seed, "method": label, **res.scores(clf)})
     train = data.train_split()
     for label, cls in BASELINES.items():
         kwargs = {"seed": config.seed} if "seed" in inspect.signature(cls).parameters else {}

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import IZFConfig
-from .losses import mmd2
-from .model import IZF
-from .rng import STREAM_TOY_DATA, STREAM_TOY_HELDOUT, STREAM_TOY_SAMPLES, STREAM_TRAIN, make_generator, stream_seed
+from ..config import IZFConfig
+from ..losses import mmd2
+from ..model import IZF
+from ..rng import STREAM_TOY_DATA, STREAM_TOY_HELDOUT, STREAM_TOY_SAMPLES, STREAM_TRAIN, make_generator, stream_seed
 
 __all__ = ["ToyReader", "TOY_ATT", "UNSEEN_CENTRE", "DIVERGED_CENTRE_ERROR", "COLLAPSED_SPREAD",
            "train_toy_izf", "toy_metrics", "run_status", "run_toy"]
@@ -91,7 +91,8 @@ def toy_izf_config(seed: int, lambda_immd: float = 0.1) -> IZFConfig:
                      lambda_immd=lambda_immd, seed=seed, batch_size=120)
 
 
-def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1, seed: int = 0) -> tuple[IZF, list[float]]:
+def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1,
+                  seed: int = 0) -> tuple[IZF, list[float]]:
     """Train IZF on seen toy batches; returns the model and the loss per iteration (NaN stops training).
 
     Weights come from ``seed``'s initialisation stream, the iMMD batches from its training stream.
@@ -116,7 +117,8 @@ def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1, 
     return model, losses
 
 
-def toy_metrics(generated: Tensor, true_unseen: Tensor, true_seen: Tensor, true_seen_labels: Tensor) -> dict[str, float]:
+def toy_metrics(generated: Tensor, true_unseen: Tensor, true_seen: Tensor,
+                true_seen_labels: Tensor) -> dict[str, float]:
     """Measured quality of generated unseen samples (2-D) against the held-out true unseen samples.
 
     ``centre_error``: distance from the generated mean to (1, 1). ``mmd``: biased MMD^2 (IMQ) to
@@ -153,10 +155,11 @@ def run_toy(model_name: str, seed: int, iterations: int, beta: float = 0.1, n_ev
 
     Returns the metrics, the loss curve, whether training diverged, and the samples for plotting.
     """
-    from .baselines import train_cgan, train_cvae
+    from .toy_baselines import train_cgan, train_cvae
 
     dev = torch.device(device)
-    reader = ToyReader(batch_size=120, padding=(model_name == "IZF"), seed=stream_seed(seed, STREAM_TOY_DATA), device=dev)
+    reader = ToyReader(batch_size=120, padding=(model_name == "IZF"), seed=stream_seed(seed, STREAM_TOY_DATA),
+                       device=dev)
     gen = make_generator(seed, STREAM_TOY_SAMPLES, device=dev)
     unseen_att = torch.from_numpy(TOY_ATT[3:]).to(dev)
     if model_name == "IZF":
@@ -176,5 +179,6 @@ def run_toy(model_name: str, seed: int, iterations: int, beta: float = 0.1, n_ev
     diverged = not all(math.isfinite(x) for x in losses) or not torch.isfinite(generated).all().item()
     metrics = toy_metrics(generated.cpu(), unseen_feat, seen_feat, seen_label.long())
     return {"model": model_name, "seed": seed, "beta": beta, "iterations": iterations,
-            "status": run_status(diverged, metrics), **metrics, "losses": losses, "generated": generated.cpu(), "seen": seen_feat, "seen_label": seen_label,
+            "status": run_status(diverged, metrics), **metrics, "losses": losses,
+            "generated": generated.cpu(), "seen": seen_feat, "seen_label": seen_label,
             "unseen": unseen_feat}

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .classifiers import class_index
-from .data import TrainSplit
-from .rng import STREAM_BASELINE, make_generator, reset_linear_
+from ..classifiers import SoftmaxClassifier, fit_softmax
+from ..data import TrainSplit
+from ..rng import STREAM_BASELINE, make_generator
 
 __all__ = ["AttributeRidge", "ESZSL", "GaussianGenerator", "BASELINES"]
 
@@ -33,7 +33,7 @@ class AttributeRidge:
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha
 
-    def fit(self, train: TrainSplit) -> "AttributeRidge":
+    def fit(self, train: TrainSplit) -> AttributeRidge:
         self.att = train.att.double()
         self.mean = train.v.double().mean(0)
         self.w = _ridge(train.v.double() - self.mean, self.att[train.y], self.alpha)
@@ -50,7 +50,7 @@ class ESZSL:
     def __init__(self, gamma: float = 1.0, lam: float = 1.0) -> None:
         self.gamma, self.lam = gamma, lam
 
-    def fit(self, train: TrainSplit) -> "ESZSL":
+    def fit(self, train: TrainSplit) -> ESZSL:
         x = train.v.double().T                                    # (d_v, N)
         seen = train.seen
         index = {int(k): i for i, k in enumerate(seen.tolist())}
@@ -77,7 +77,7 @@ class GaussianGenerator:
                  shrink: float = 1e-3, seed: int = 0) -> None:
         self.alpha, self.n, self.steps, self.lr, self.shrink, self.seed = alpha, n_per_class, steps, lr, shrink, seed
 
-    def fit(self, train: TrainSplit) -> "GaussianGenerator":
+    def fit(self, train: TrainSplit) -> GaussianGenerator:
         gen = make_generator(self.seed, STREAM_BASELINE)
         v, y, att = train.v.double(), train.y, train.att.double()
         seen, unseen = train.seen, train.unseen
@@ -85,32 +85,26 @@ class GaussianGenerator:
         a_mean, m_mean = att[seen].mean(0), means.mean(0)
         w = _ridge(att[seen] - a_mean, means - m_mean, self.alpha)
         resid = v - means[torch.searchsorted(seen, y)]
-        cov = resid.T @ resid / max(1, v.shape[0] - len(seen)) + self.shrink * torch.eye(v.shape[1], dtype=torch.float64)
+        cov = (resid.T @ resid / max(1, v.shape[0] - len(seen))
+               + self.shrink * torch.eye(v.shape[1], dtype=torch.float64))
         chol = torch.linalg.cholesky(cov)
         mu_u = (att[unseen] - a_mean) @ w + m_mean
         y_gen = unseen.repeat_interleave(self.n)
-        v_gen = mu_u.repeat_interleave(self.n, 0) + torch.randn(len(y_gen), v.shape[1], generator=gen, dtype=torch.float64) @ chol.T
+        eps = torch.randn(len(y_gen), v.shape[1], generator=gen, dtype=torch.float64)
+        v_gen = mu_u.repeat_interleave(self.n, 0) + eps @ chol.T
         self.unseen = unseen
         self.czsl = self._softmax(v_gen.float(), y_gen, unseen, gen)
-        self.gzsl = self._softmax(torch.cat([train.v, v_gen.float()]), torch.cat([y, y_gen]), torch.cat([seen, unseen]), gen)
+        self.gzsl = self._softmax(torch.cat([train.v, v_gen.float()]), torch.cat([y, y_gen]),
+                                  torch.cat([seen, unseen]), gen)
         return self
 
-    def _softmax(self, v: Tensor, y: Tensor, classes: Tensor, gen: torch.Generator) -> tuple[nn.Linear, Tensor]:
-        clf = reset_linear_(nn.Linear(v.shape[1], len(classes)), gen)
-        index = class_index(classes)
-        opt = torch.optim.Adam(clf.parameters(), lr=self.lr)
-        target = index[y]
-        for _ in range(self.steps):
-            loss = nn.functional.cross_entropy(clf(v), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return clf, classes
+    def _softmax(self, v: Tensor, y: Tensor, classes: Tensor, gen: torch.Generator) -> SoftmaxClassifier:
+        return fit_softmax(v, y, classes, self.steps, self.lr, gen)
 
     @torch.no_grad()
     def predict(self, v: Tensor, classes: Tensor) -> Tensor:
-        clf, cls = self.czsl if torch.equal(torch.sort(classes).values, torch.sort(self.unseen).values) else self.gzsl
-        return cls[clf(v.float()).argmax(1)]
+        clf = self.czsl if torch.equal(torch.sort(classes).values, torch.sort(self.unseen).values) else self.gzsl
+        return clf.predict(v.float())
 
 
 BASELINES = {

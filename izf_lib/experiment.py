@@ -1,0 +1,173 @@
+"""One IZF experiment: train, score, select the reported epoch, and record it as ``results.json``.
+
+:func:`fit` runs :func:`~izf_lib.train.train_model` with test-time scoring as its callback
+(and, for the ``val`` rule, a second run on a class-level validation fold), applies the
+selection rule, and returns a :class:`RunResult`, the typed record that writes and reads
+``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import CLASSIFIERS, IZFConfig
+from .data import ZSLData, validation_split
+from .evaluation import evaluation_generator, score, score_benchmark
+from .model import IZF
+from .train import resolve_device, train_model
+
+__all__ = ["RESULTS_FILE", "RunResult", "select_epochs", "fit"]
+
+RESULTS_FILE = "results.json"
+SELECTION_NOTES = {
+    "final": "scores of the last epoch of a fixed schedule",
+    "val": "epoch with the best GZSL H on class-level validation fold {fold} (trainval only)",
+    "best_test": "epoch with the best test GZSL H: selects on test data, optimistic",
+}
+
+
+@dataclass
+class RunResult:
+    """Everything one run reports; ``results.json`` is this record as JSON.
+
+    ``czsl[clf]`` = {"T1"} and ``gzsl[clf]`` = {"U", "S", "H"} in percent at the epoch
+    ``selection["epochs"][clf]`` chosen by ``selection["rule"]``; ``history`` has one record per
+    epoch (mean losses, seconds, and the scores of evaluated epochs under "eval").
+    """
+
+    dataset: str
+    data: dict[str, Any]
+    seed: int
+    config: dict[str, Any]
+    sigma: float
+    selection: dict[str, Any]
+    czsl: dict[str, dict[str, float]]
+    gzsl: dict[str, dict[str, float]]
+    history: list[dict[str, Any]]
+    val_history: list[dict[str, Any]] | None
+    timings: dict[str, float]
+    environment: dict[str, Any]
+
+    def scores(self, clf: str) -> dict[str, float]:
+        """T1, U, S and H (percent) of one classifier at its selected epoch."""
+        return {"T1": self.czsl[clf]["T1"], **{k: self.gzsl[clf][k] for k in ("U", "S", "H")}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, run_dir: str | os.PathLike) -> Path:
+        """Write ``run_dir/results.json``; returns its path."""
+        path = Path(run_dir) / RESULTS_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> RunResult:
+        """Read a ``results.json`` (or the run directory holding one); missing keys are named in the error."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RESULTS_FILE
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read a results.json: {exc}") from exc
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in d] if isinstance(d, dict) else names
+        if missing:
+            raise ValueError(f"{path}: not a results.json written by izf_lib.experiment.fit (missing keys {missing})")
+        return cls(**{n: d[n] for n in names})
+
+
+def select_epochs(
+    history: list[dict], val_history: list[dict] | None, classifiers: tuple[str, ...], rule: str
+) -> dict[str, int]:
+    """The epoch whose test scores are reported, per classifier.
+
+    ``final``: the last epoch. ``val``: the epoch with the best GZSL H on the validation fold.
+    ``best_test``: the epoch with the best test GZSL H (optimistic: selects on test data).
+    """
+    last = history[-1]["epoch"]
+    if rule == "final":
+        return dict.fromkeys(classifiers, last)
+    source = val_history if rule == "val" else history
+    if source is None:
+        raise ValueError("selection 'val' needs the validation history")
+    evaluated = [r for r in source if r.get("eval")]
+    def best(clf: str) -> int:
+        return max(evaluated, key=lambda r: (r["eval"]["gzsl"][clf]["H"], -r["epoch"]))["epoch"]
+
+    return {clf: best(clf) for clf in classifiers}
+
+
+def fit(
+    data: ZSLData,
+    config: IZFConfig,
+    out_dir: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    classifiers: tuple[str, ...] = CLASSIFIERS,
+    resume: bool = False,
+    progress: bool = True,
+    data_dir: str | None = None,
+) -> RunResult:
+    """Train, evaluate and select as ``config.selection`` says; writes ``out_dir/results.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    meta = {"dataset": data.name, "data_dir": data_dir, "classifiers": list(classifiers)}
+    t_start = time.perf_counter()
+
+    def test_eval(model: IZF, epoch: int) -> dict:
+        return score_benchmark(model, data, classifiers, config, evaluation_generator(config.seed, epoch, dev))
+
+    model, history = train_model(data.train_split(), config, dev, checkpoint=out / "checkpoint.pt", resume=resume,
+                                 eval_fn=test_eval, progress=progress, desc=f"{data.name} seed {config.seed}",
+                                 meta=meta)
+    val_history = None
+    if config.selection == "val":
+        split, (v_s, y_s, v_u, y_u) = validation_split(data, config.val_fold, config.seed)
+
+        def val_eval(m: IZF, epoch: int) -> dict:
+            return score(m, split, v_s, y_s, v_u, y_u, classifiers, config,
+                         evaluation_generator(config.seed, epoch, dev, validation=True))
+
+        _, val_history = train_model(split, config, dev, checkpoint=out / "val_checkpoint.pt", resume=resume,
+                                     eval_fn=val_eval, progress=progress,
+                                     desc=f"{data.name} val fold {config.val_fold}")
+    chosen = select_epochs(history, val_history, classifiers, config.selection)
+    by_epoch = {r["epoch"]: r for r in history}
+    result = RunResult(
+        dataset=data.name,
+        data=data.summary(),
+        seed=config.seed,
+        config=config.to_dict(),
+        sigma=model.sigma,
+        selection={
+            "rule": config.selection,
+            "epochs": chosen,
+            "optimistic": config.selection == "best_test",
+            "note": SELECTION_NOTES[config.selection].format(fold=config.val_fold),
+        },
+        czsl={clf: by_epoch[e]["eval"]["czsl"][clf] for clf, e in chosen.items()},
+        gzsl={clf: by_epoch[e]["eval"]["gzsl"][clf] for clf, e in chosen.items()},
+        history=history,
+        val_history=val_history,
+        timings={
+            "train_seconds": sum(r["train_seconds"] for r in history),
+            "eval_seconds": sum(r.get("eval_seconds", 0.0) for r in history),
+            "total_seconds": time.perf_counter() - t_start,
+        },
+        environment={"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
+                     "threads": torch.get_num_threads(),
+                     "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None},
+    )
+    result.write(out)
+    return result

@@ -1,0 +1,8 @@
+"""Code that exists to reproduce one figure or table of the book, built on the IZF core.
+
+* ``toy``: the toy experiment of supplementary section 4.1 (Listing 1.1) and its measurements;
+* ``toy_baselines``: the toy's CGAN + iMMD (eq. 15) and CVAE + iMMD (eq. 16);
+* ``zsl_baselines``: attribute ridge, ESZSL and the Gaussian generator scored beside IZF;
+* ``digits_splits``: IZF and those baselines on the DIGITS zero-shot splits;
+* ``reported``: numbers from the paper and its peers, always shown labelled "reported".
+"""
