@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# One prepared GPU script: the benchmarks at full size plus one full AWA1-shaped surrogate training
-# (100 epochs, both classifiers), everything written to one folder. Target: under 8 minutes on one GPU.
+# One prepared GPU script: the training-step benchmark in fp32, tf32 and bf16, the scaling benchmark,
+# and a 100-epoch AWA1-shaped surrogate training per precision (both classifiers scored at the end),
+# everything written to one folder. Meant to finish in under 8 minutes on one H100.
 #
-#   bash benchmarks/gpu.sh [OUT_DIR]          # on a GPU machine (after `make setup`)
+#   bash benchmarks/gpu.sh [OUT_DIR]          # on a GPU machine (after `make setup`, or PYTHON=python3)
 #   TINY=1 bash benchmarks/gpu.sh /tmp/out    # CPU smoke test with tiny sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/gpu}
 PY=${PYTHON:-.venv/bin/python}
+PRECISIONS=${PRECISIONS:-fp32 tf32 bf16}
 mkdir -p "$OUT"
 if [ "${TINY:-0}" = "1" ]; then
   STEP_ARGS=(--dim 64 --d-a 8 --hidden 32 --batch 32 --blocks 2 --steps 2 --warmup 1)
@@ -17,20 +19,25 @@ if [ "${TINY:-0}" = "1" ]; then
   echo '{"hidden": 32, "softmax_steps": 20}' > "$OUT/tiny_config.json"
 else
   STEP_ARGS=(--steps 20 --warmup 5)
-  SCALE_ARGS=(--dim 2048 --hidden 1024 --samples 4096 8192 16384 32768 --classes 10 100 1000 10000 --dims 256 512 1024 2048 --test-samples 8192 --steps 5)
+  SCALE_ARGS=(--dim 2048 --hidden 1024 --samples 4096 8192 16384 32768 --classes 10 100 1000 10000
+              --dims 256 512 1024 2048 --test-samples 8192 --steps 5)
   SYN_ARGS=()
   TRAIN_ARGS=(--epochs 100)
 fi
 {
   echo "started $(date -u +%FT%TZ)"
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-  $PY benchmarks/train_step.py --device auto "${STEP_ARGS[@]}" --out "$OUT/train_step.json"
+  # shellcheck disable=SC2086
+  $PY benchmarks/train_step.py --device auto "${STEP_ARGS[@]}" --precisions $PRECISIONS --out "$OUT/train_step.json"
   $PY benchmarks/scaling.py --device auto "${SCALE_ARGS[@]}" --out "$OUT/scaling.json"
   $PY -m izf_lib prepare synthetic --like AWA1 --out "$OUT/data" "${SYN_ARGS[@]}"  # AWA1's real (bundled) attributes
-  start=$(date +%s)
-  $PY -m izf_lib train --dataset SYN_AWA1 --data-dir "$OUT/data" --out "$OUT/awa1_run" --device auto \
-      --classifier both --quiet "${TRAIN_ARGS[@]}"
-  echo "awa1 surrogate training wall seconds: $(( $(date +%s) - start ))"
-  rm -rf "$OUT/data" "$OUT/awa1_run/checkpoint.pt" "$OUT/awa1_run/val_checkpoint.pt"
+  for precision in $PRECISIONS; do
+    start=$(date +%s)
+    $PY -m izf_lib train --dataset SYN_AWA1 --data-dir "$OUT/data" --out "$OUT/awa1_$precision" --device auto \
+        --classifier both --quiet --eval-every 0 --precision "$precision" "${TRAIN_ARGS[@]}" > /dev/null
+    echo "awa1 surrogate, $precision: wall seconds $(( $(date +%s) - start ))"
+    rm -f "$OUT/awa1_$precision/checkpoint.pt"
+  done
+  rm -rf "$OUT/data"
   echo "finished $(date -u +%FT%TZ)"
 } 2>&1 | tee "$OUT/log.txt"

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Training-step throughput of IZF at AWA1 shapes, against a FrEIA-built reference and the matmul limit.
+"""Training-step throughput of IZF at AWA1 shapes, against a FrEIA-built reference and the matmul limits.
 
 Measures, in one run on one device: the full IZF objective (flow NLL, centralizing loss,
-reverse-pass generation and iMMD) and the NLL-only step of izf_lib for K blocks; the same
-NLL-only network built from FrEIA (PermuteRandom + GLOWCouplingBlock, same widths and
-clamp); and torch.mm throughput on the step's own GEMM shapes. Writes JSON.
+reverse-pass generation and iMMD) and the NLL-only step of izf_lib for K blocks, under each
+precision policy asked for (izf_lib.precision: fp32, bf16, tf32); the same NLL-only network
+built from FrEIA (PermuteRandom + GLOWCouplingBlock, same widths and clamp) in fp32; and
+torch.mm throughput on the step's own GEMM shapes in each precision. Writes JSON.
 
     python benchmarks/train_step.py --out benchmarks/results/train_step_cpu.json
 """
@@ -26,6 +27,7 @@ from common import environment, matmul_gflops, peak_memory_mb, reset_peak, time_
 
 from izf_lib.config import IZFConfig  # noqa: E402
 from izf_lib.model import IZF  # noqa: E402
+from izf_lib.precision import PRECISIONS, matmul_precision  # noqa: E402
 from izf_lib.train import make_adam, resolve_device  # noqa: E402
 
 AWA1_TRAINVAL = 19832
@@ -80,20 +82,27 @@ def measure(args: argparse.Namespace) -> dict:
     att = torch.rand(50, args.d_a, device=device)
     unseen = torch.arange(40, 50, device=device)
     flops_gemm = gemm_shapes(args.batch, args.dim, args.hidden)
-    limit = matmul_gflops(flops_gemm, device, steps=args.steps)
+    limits = {}
+    # the limits of every policy this device supports, also those not timed (a slow bf16 GEMM explains a skip)
+    for precision in sorted(set(args.precisions) | {"fp32", "bf16"} | ({"tf32"} if device.type == "cuda" else set())):
+        with matmul_precision(precision, device):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            limits[precision] = matmul_gflops(flops_gemm, device, dtype=dtype, steps=args.steps)
+        print(f"{precision} matmul limit on the step's GEMM shapes: {limits[precision]:.1f} GFLOP/s")
     out = {"environment": environment(device), "shapes": {"d_v": args.dim, "d_a": args.d_a, "hidden": args.hidden,
-           "batch": args.batch, "awa1_trainval": AWA1_TRAINVAL}, "matmul_limit_gflops": limit, "runs": []}
-    print(f"matmul limit on the step's GEMM shapes: {limit:.1f} GFLOP/s")
+           "batch": args.batch, "awa1_trainval": AWA1_TRAINVAL}, "matmul_limit_gflops": limits.get("fp32"),
+           "matmul_limits_gflops": limits, "runs": []}
     for blocks in args.blocks:
-        cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden)
-        nll_only = IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})
-        variants = {"izf_full": cfg, "izf_nll": nll_only}
-        for name, c in variants.items():
-            model = IZF(att, args.dim, c).to(device)
-            opt = make_adam(model.parameters(), c.lr, c.weight_decay, device)  # as izf_lib.train does
-            step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
-            out["runs"].append(_record(name, blocks, step, device, args, limit))
-            del model, opt, step
+        for precision in args.precisions:
+            cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
+            nll_only = IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})
+            for name, c in {"izf_full": cfg, "izf_nll": nll_only}.items():
+                model = IZF(att, args.dim, c).to(device)
+                opt = make_adam(model.parameters(), c.lr, c.weight_decay, device)  # as izf_lib.train does
+                step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
+                with matmul_precision(precision, device):
+                    out["runs"].append(_record(name, blocks, step, device, args, limits[precision], precision))
+                del model, opt, step
         if not args.no_freia:
             try:
                 net = freia_flow(args.dim, args.hidden, blocks, 2.0).to(device)
@@ -110,27 +119,38 @@ def measure(args: argparse.Namespace) -> dict:
                 return (((c - att[y]) ** 2).sum(1) / (2 * sigma**2) + 0.5 * (z_f**2).sum(1) - log_det).mean() / args.dim
 
             freia_step = _optimiser_step(freia_nll, net, opt, 10.0)
-            out["runs"].append(_record("freia_nll", blocks, freia_step, device, args, limit))
+            out["runs"].append(_record("freia_nll", blocks, freia_step, device, args, limits["fp32"], "fp32"))
             del net, opt, freia_step
+    def find(name: str, blocks: int, precision: str) -> dict | None:
+        return next((r for r in out["runs"] if (r["name"], r["blocks"], r["precision"]) == (name, blocks, precision)),
+                    None)
+
     for blocks in args.blocks:
-        ours = next(r for r in out["runs"] if r["name"] == "izf_nll" and r["blocks"] == blocks)
-        ref = next((r for r in out["runs"] if r["name"] == "freia_nll" and r["blocks"] == blocks), None)
-        if ref is not None:
-            ours["speedup_vs_freia"] = ref["seconds_per_step"] / ours["seconds_per_step"]
-            print(f"K={blocks}: izf_lib NLL step is {ours['speedup_vs_freia']:.2f}x the FrEIA-built reference")
+        ref = find("freia_nll", blocks, "fp32")
+        for r in (r for r in out["runs"] if r["blocks"] == blocks and r["name"] != "freia_nll"):
+            base = find(r["name"], blocks, "fp32")
+            if base is not None:
+                r["speedup_vs_fp32"] = base["seconds_per_step"] / r["seconds_per_step"]
+            if ref is not None and r["name"] == "izf_nll":
+                r["speedup_vs_freia"] = ref["seconds_per_step"] / r["seconds_per_step"]
+            print(f"K={blocks} {r['name']} {r['precision']}: {r.get('speedup_vs_fp32', float('nan')):.2f}x fp32"
+                  + (f", {r['speedup_vs_freia']:.2f}x the FrEIA-built reference" if "speedup_vs_freia" in r else ""))
     return out
 
 
-def _record(name: str, blocks: int, step, device: torch.device, args: argparse.Namespace, limit: float) -> dict:
+def _record(name: str, blocks: int, step, device: torch.device, args: argparse.Namespace, limit: float,
+            precision: str) -> dict:
     reset_peak(device)
     sec = time_fn(step, device, args.steps, warmup=args.warmup)
     flops = step_flops(args.batch, args.dim, args.hidden, blocks) * (2.0 if name == "izf_full" else 1.0)
     steps_per_epoch = -(-AWA1_TRAINVAL // args.batch)
-    rec = {"name": name, "blocks": blocks, "seconds_per_step": sec, "samples_per_second": args.batch / sec,
+    rec = {"name": name, "blocks": blocks, "precision": precision, "seconds_per_step": sec,
+           "samples_per_second": args.batch / sec,
            "epoch_seconds_awa1": sec * steps_per_epoch, "projected_100_epochs_seconds": 100 * sec * steps_per_epoch,
            "matmul_gflop_per_step": flops / 1e9, "achieved_gflops": flops / sec / 1e9,
            "fraction_of_matmul_limit": flops / sec / 1e9 / limit, "peak_memory_mb": peak_memory_mb(device)}
-    print(f"{name:10s} K={blocks:2d}: {sec * 1e3:8.1f} ms/step, {rec['samples_per_second']:8.0f} samples/s, "
+    print(f"{name:10s} {precision} K={blocks:2d}: {sec * 1e3:8.1f} ms/step, "
+          f"{rec['samples_per_second']:8.0f} samples/s, "
           f"{rec['achieved_gflops']:7.1f} GFLOP/s = {100 * rec['fraction_of_matmul_limit']:.0f}% of the matmul limit, "
           f"100 AWA1 epochs in {rec['projected_100_epochs_seconds'] / 60:.1f} min")
     return rec
@@ -147,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-freia", action="store_true")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32", "bf16"],
+                   help="precision policies to time (fp32 is the baseline of the speed-ups)")
     p.add_argument("--out", default="benchmarks/results/train_step.json")
     args = p.parse_args(argv)
     write_json(measure(args), args.out)

@@ -9,6 +9,7 @@ The model core
     ``metrics``      per-class accuracy, CZSL T1, GZSL U, S, H
     ``config``       IZFConfig: every setting with its source, named presets
     ``rng``          named random streams: every draw derived from (seed, stream, epoch)
+    ``precision``    precision policies: fp32, bf16 (sub-network matmuls only), tf32 (CUDA)
 Data
     ``data``         the xlsa17 loader with validation, splits, the bundled class-level files
     ``prepare``      writers of the DIGITS benchmark and synthetic surrogates in the xlsa17 layout

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import CLASSIFIERS, PRESETS, SELECTION_RULES
+from .precision import PRECISIONS
 
 CLASSIFIER_CHOICES = (*CLASSIFIERS, "both")
 
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", help="JSON file of IZFConfig overrides")
     tr.add_argument("--selection", choices=SELECTION_RULES, help="epoch selection rule")
     tr.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: only at the end)")
+    tr.add_argument("--precision", choices=PRECISIONS,
+                    help="fp32 (default), bf16 (sub-network matmuls in bfloat16) or tf32 (CUDA); see izf_lib.precision")
     tr.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint.pt")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
             overrides = IZFConfig.overrides_from_file(args.config) if args.config else {}
             flags = {"epochs": args.epochs, "seed": args.seed, "selection": args.selection,
-                     "eval_every": args.eval_every}
+                     "eval_every": args.eval_every, "precision": args.precision}
             overrides.update({k: v for k, v in flags.items() if v is not None})
             config = IZFConfig.preset(args.preset, **overrides)
             data = load_xlsa17(args.dataset, args.data_dir)
@@ -106,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             from .data import load_xlsa17
             from .evaluation import evaluation_generator, score_benchmark
+            from .precision import matmul_precision
             from .train import load_checkpoint, resolve_device
 
             dev = resolve_device(args.device)
             model, config, meta = load_checkpoint(args.checkpoint, dev)
             data = load_xlsa17(meta["dataset"], args.data_dir or meta.get("data_dir"))
             gen = evaluation_generator(config.seed, meta["epoch"], dev)  # the stream training-time scores used
-            res = {"checkpoint": str(args.checkpoint), "epoch": meta["epoch"], "dataset": meta["dataset"],
-                   **score_benchmark(model, data, _classifiers(args.classifier), config, gen)}
+            with matmul_precision(config.precision, dev):
+                scores = score_benchmark(model, data, _classifiers(args.classifier), config, gen)
+            res = {"checkpoint": str(args.checkpoint), "epoch": meta["epoch"], "dataset": meta["dataset"], **scores}
             out = Path(args.checkpoint).with_name("evaluation.json")
             out.write_text(json.dumps(res, indent=1))
             print(json.dumps(res, indent=1))

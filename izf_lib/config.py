@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .losses import IMQ_SCALES
+from .precision import PRECISIONS
 
 __all__ = ["IZFConfig", "SELECTION_RULES", "CLASSIFIERS", "PRESETS"]
 
@@ -60,11 +61,16 @@ class IZFConfig:
     selection: str = "final"     # ours: "final" (fixed schedule), "val" (class-level fold), "best_test" (optimistic)
     val_fold: int = 1            # xlsa17 fold K: trainclassesK.txt / valclassesK.txt
     seed: int = 0
+    # numerics
+    precision: str = "fp32"      # ours: "bf16" autocasts the sub-networks' matmuls, "tf32" (CUDA) TF32 matmuls;
+    #                              log-dets, densities, MMD and sums stay float32 (izf_lib.precision)
 
     def __post_init__(self) -> None:
         self.mmd_scales = tuple(float(s) for s in self.mmd_scales)
         if self.selection not in SELECTION_RULES:
             raise ValueError(f"selection must be one of {SELECTION_RULES}, got '{self.selection}'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
         if self.flow_loss not in ("nll", "dev"):
             raise ValueError(f"flow_loss must be 'nll' or 'dev', got '{self.flow_loss}'")
         for name in ("n_blocks", "hidden", "epochs", "batch_size", "softmax_steps", "softmax_batch"):

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .precision import autocast_dtype
 from .rng import STREAM_INIT, make_generator, reset_linear_
 
 __all__ = [
@@ -107,12 +108,20 @@ class AffineCoupling(nn.Module):
         self.dim, self.hidden, self.clamp = dim, hidden, float(clamp)
         self.len1 = dim // 2
         self.len2 = dim - self.len1
+        self.compute_dtype: torch.dtype | None = None  # set by IZFFlow.set_precision; not saved
         gen = generator if generator is not None else make_generator(0, STREAM_INIT)
         self.net2 = _subnet(self.len2, 2 * self.len1, hidden, gen)  # conditions x1 on x2
         self.net1 = _subnet(self.len1, 2 * self.len2, hidden, gen)  # conditions x2 on y1
 
     def _scale_shift(self, net: nn.Module, u: Tensor) -> tuple[Tensor, Tensor]:
-        s, t = net(u).chunk(2, dim=-1)
+        """(g(s), t) of a sub-network; under a ``compute_dtype`` only the sub-network's matmuls use it."""
+        if self.compute_dtype is not None and u.dtype == torch.float32:
+            with torch.autocast(u.device.type, dtype=self.compute_dtype):
+                h = net(u)
+            h = h.float()  # the clamp, exp and everything after it in float32 (izf_lib.precision)
+        else:
+            h = net(u)
+        s, t = h.chunk(2, dim=-1)
         return soft_clamp(s, self.clamp), t
 
     def _half(self, net: nn.Module, cond: Tensor, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
@@ -192,6 +201,13 @@ class IZFFlow(nn.Module):
         self.permutations = nn.ModuleList(Permutation(dim, seed + i) for i in range(n_blocks))
         gen = make_generator(seed, STREAM_INIT)
         self.couplings = nn.ModuleList(AffineCoupling(dim, hidden, clamp, gen) for _ in range(n_blocks))
+
+    def set_precision(self, precision: str) -> IZFFlow:
+        """Run the sub-networks' matmuls under ``precision`` (izf_lib.precision); returns the flow."""
+        dtype = autocast_dtype(precision)
+        for coupling in self.couplings:
+            coupling.compute_dtype = dtype
+        return self
 
     def forward(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """z = f(v) for v (B, dim); returns ``(z, log_det)`` with log_det (B,)."""

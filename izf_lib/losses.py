@@ -17,6 +17,7 @@ __all__ = [
     "IMQ_SCALES",
     "flow_nll",
     "flow_loss_dev",
+    "class_groups",
     "centralizing_loss",
     "imq_kernel",
     "mmd2",
@@ -44,14 +45,28 @@ def flow_loss_dev(c: Tensor, z_f: Tensor, log_det: Tensor, att_y: Tensor, w_c: f
     return w_c * ((c - att_y) ** 2).mean() + 0.5 * (z_f**2).mean() - log_det.mean() / d_v
 
 
-def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor) -> Tensor:
+def class_groups(y: Tensor, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The classes present in ``y`` (K,), each row's group 0..K-1 (B,) and the group sizes (K,).
+
+    Computed where ``y`` lives and then moved to ``device``: the training loop passes CPU labels
+    so that the device never has to report a data-dependent size (a host synchronisation).
+    """
+    classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    if device is None:
+        return classes, inverse, counts
+    return tuple(t.to(device, non_blocking=True) for t in (classes, inverse, counts))  # type: ignore[return-value]
+
+
+def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor,
+                      groups: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """L_C: sum over the classes y in the batch of || f^{-1}([a_y, 0]) - mean of the batch's v of class y ||_2.
 
     Pulls each class's "centre" generation onto the class mean of real features
-    (development code; the exact form in the main paper is a reconstruction).
+    (development code; the exact form in the main paper is a reconstruction). ``groups`` is
+    :func:`class_groups` of ``y``, when the caller has it already.
     """
-    classes, inverse = torch.unique(y, return_inverse=True)
-    counts = torch.bincount(inverse, minlength=classes.numel()).to(v.dtype)
+    classes, inverse, counts = groups if groups is not None else class_groups(y)
+    counts = counts.to(v.dtype)
     means = torch.zeros(classes.numel(), v.shape[1], dtype=v.dtype, device=v.device)
     means.index_add_(0, inverse, v)
     means = means / counts[:, None]

@@ -31,6 +31,7 @@ class IZF(nn.Module):
         self.d_v, self.d_a = d_v, d_a
         self.sigma = self.config.sigma_for(d_v, d_a)
         self.flow = IZFFlow(d_v, self.config.n_blocks, self.config.hidden, self.config.clamp, seed=self.config.seed)
+        self.flow.set_precision(self.config.precision)
         self.register_buffer("att", att.detach().clone().float())
 
     def encode(self, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,12 +65,14 @@ class IZF(nn.Module):
         return self.flow.inverse(merge_z(c, z_f))
 
     def objective(
-        self, v: Tensor, y: Tensor, unseen: Tensor, generator: torch.Generator | None = None
+        self, v: Tensor, y: Tensor, unseen: Tensor, generator: torch.Generator | None = None,
+        groups: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """The training loss L = lambda_1 L_flow + lambda_2 L_C + lambda_3 L_iMMD on one seen batch.
 
         ``v`` (B, d_v), ``y`` (B,) are real seen training pairs; the iMMD term generates B
         unseen features from the attributes of ``unseen`` only (no unseen images are used).
+        ``groups`` is :func:`~izf_lib.losses.class_groups` of ``y`` if the caller has it.
         """
         cfg = self.config
         c, z_f, log_det = self.encode(v)
@@ -81,7 +84,7 @@ class IZF(nn.Module):
         out = {"l_flow": l_flow}
         total = cfg.lambda_flow * l_flow
         if cfg.lambda_c:
-            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att)
+            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups)
             total = total + cfg.lambda_c * out["l_c"]
         if cfg.lambda_immd and unseen.numel():
             pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)

@@ -8,6 +8,8 @@ trajectory: it draws its randomness from its own generator. The experiment aroun
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import pickle
 import time
@@ -20,7 +22,9 @@ from tqdm.auto import tqdm
 
 from .config import IZFConfig
 from .data import TrainSplit
+from .losses import class_groups
 from .model import IZF
+from .precision import matmul_precision
 from .rng import STREAM_SHUFFLE, STREAM_TRAIN, make_generator
 
 __all__ = [
@@ -106,44 +110,83 @@ def train_model(
         print(f"no checkpoint at {checkpoint}: starting from epoch 1")
 
     v, y, unseen = train.v.to(device), train.y.to(device), train.unseen.to(device)
-    n = v.shape[0]
     bar = tqdm(range(start, config.epochs + 1), desc=desc, disable=not progress, initial=start - 1, total=config.epochs)
-    for epoch in bar:
-        dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, device)
-        perm = torch.randperm(n, generator=make_generator(config.seed, STREAM_SHUFFLE, epoch)).to(device)
-        model.train()
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        batches = 0
-        for step, s in enumerate(range(0, n, config.batch_size)):
-            idx = perm[s:s + config.batch_size]
-            vb = v[idx]
-            if config.dequant:
-                vb = vb + config.dequant * torch.rand(vb.shape, generator=dev_gen, device=device)
-            out = model.objective(vb, y[idx], unseen, dev_gen)
-            if not torch.isfinite(out["loss"]):
-                _diverged(model, opt, config, out, epoch, step, checkpoint, meta)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            for k, val in out.items():
-                sums[k] = sums.get(k, 0.0) + float(val.detach())
-            batches += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        record: dict[str, Any] = {"epoch": epoch, **{k: x / batches for k, x in sums.items()},
-                                  "train_seconds": time.perf_counter() - t0, "eval": None}
-        if eval_fn is not None and (epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0)):
-            t1 = time.perf_counter()
-            record["eval"] = eval_fn(model, epoch)
-            record["eval_seconds"] = time.perf_counter() - t1
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
-        if checkpoint is not None:
-            _save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                   "config": config.to_dict(), "d_v": train.d_v, "d_a": train.d_a, "meta": meta or {}}, checkpoint)
+    with matmul_precision(config.precision, device):
+        for epoch in bar:
+            snapshot = _snapshot(model, opt)
+            t0 = time.perf_counter()
+            sums, batches = _run_epoch(model, opt, train.y, v, y, unseen, config, epoch, device)
+            means = dict(zip(sums, (torch.stack(list(sums.values())) / batches).tolist(), strict=True))  # one sync
+            if not all(math.isfinite(x) for x in means.values()):
+                # Replay the epoch from its start with a check after every step: the same streams give the
+                # same batches, so the first non-finite step is found, its state saved, and training stops.
+                model.load_state_dict(snapshot[0])
+                opt.load_state_dict(snapshot[1])
+                def check(out: dict[str, torch.Tensor], step: int, epoch: int = epoch) -> None:
+                    if not torch.isfinite(out["loss"]):
+                        _diverged(model, opt, config, out, epoch, step, checkpoint, meta)
+
+                _run_epoch(model, opt, train.y, v, y, unseen, config, epoch, device, on_step=check)
+                raise TrainingDivergedError(
+                    f"the mean training loss of epoch {epoch} was non-finite ({means}), but a replay of the epoch "
+                    "from its start stayed finite (a non-deterministic kernel?); the model was not saved"
+                )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            record: dict[str, Any] = {"epoch": epoch, **means, "train_seconds": time.perf_counter() - t0, "eval": None}
+            due = epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0)
+            if eval_fn is not None and due:
+                t1 = time.perf_counter()
+                record["eval"] = eval_fn(model, epoch)
+                record["eval_seconds"] = time.perf_counter() - t1
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if checkpoint is not None:
+                _save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                       "config": config.to_dict(), "d_v": train.d_v, "d_a": train.d_a, "meta": meta or {}}, checkpoint)
     return model, history
+
+
+def _snapshot(model: IZF, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Copies of the model's and optimiser's state, to replay an epoch that produced a non-finite loss."""
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+
+
+def _run_epoch(
+    model: IZF, opt: torch.optim.Optimizer, y_cpu: torch.Tensor, v: torch.Tensor, y: torch.Tensor,
+    unseen: torch.Tensor, config: IZFConfig, epoch: int, device: torch.device,
+    on_step: Callable[[dict[str, torch.Tensor], int], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """One epoch of updates; returns the per-term loss sums (float64, on the device) and the batch count.
+
+    Nothing is read back to the host: the batch order and each batch's class groups for L_C are
+    computed on the CPU, and the loss terms are summed on the device. ``on_step(out, step)`` runs
+    before each update (the divergence replay uses it to check every step).
+    """
+    dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, device)
+    perm = torch.randperm(y_cpu.numel(), generator=make_generator(config.seed, STREAM_SHUFFLE, epoch))
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    batches = 0
+    for step, s in enumerate(range(0, perm.numel(), config.batch_size)):
+        idx_cpu = perm[s:s + config.batch_size]
+        idx = idx_cpu.to(device, non_blocking=True)
+        vb = v[idx]
+        if config.dequant:
+            vb = vb + config.dequant * torch.rand(vb.shape, generator=dev_gen, device=device)
+        groups = class_groups(y_cpu[idx_cpu], device)
+        out = model.objective(vb, y[idx], unseen, dev_gen, groups=groups)
+        if on_step is not None:
+            on_step(out, step)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        for k, val in out.items():
+            term = val.detach().double()
+            sums[k] = sums[k] + term if k in sums else term
+        batches += 1
+    return sums, batches
 
 
 def _diverged(model: IZF, opt, config: IZFConfig, out: dict, epoch: int, step: int,

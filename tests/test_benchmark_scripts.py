@@ -23,15 +23,20 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
     step = json.loads((tmp_path / "train_step.json").read_text())
     names = {r["name"] for r in step["runs"]}
     assert names == {"izf_full", "izf_nll", "freia_nll"}
-    nll = next(r for r in step["runs"] if r["name"] == "izf_nll")
+    assert {r["precision"] for r in step["runs"]} == {"fp32", "tf32", "bf16"}
+    assert set(step["matmul_limits_gflops"]) == {"fp32", "tf32", "bf16"}
+    nll = next(r for r in step["runs"] if r["name"] == "izf_nll" and r["precision"] == "fp32")
     assert nll["speedup_vs_freia"] > 0 and nll["fraction_of_matmul_limit"] > 0
     assert step["matmul_limit_gflops"] > 0 and nll["projected_100_epochs_seconds"] > 0
+    bf16 = next(r for r in step["runs"] if r["name"] == "izf_full" and r["precision"] == "bf16")
+    assert bf16["speedup_vs_fp32"] > 0
     scaling = json.loads((tmp_path / "scaling.json").read_text())
     assert len(scaling["epoch"]["rows"]) == 2 and "loglog_slope" in scaling["epoch"]["fit"]
     assert {"nbc_fit", "softmax_fit"} <= set(scaling["test"]["vs_classes"])
-    results = json.loads((tmp_path / "awa1_run" / "results.json").read_text())
-    assert {"nbc", "softmax"} == set(results["gzsl"])
-    assert results["data"]["d_a"] == 85 and results["data"]["d_v"] == 128
+    for precision in ("fp32", "tf32", "bf16"):
+        results = json.loads((tmp_path / f"awa1_{precision}" / "results.json").read_text())
+        assert {"nbc", "softmax"} == set(results["gzsl"]) and results["config"]["precision"] == precision
+        assert results["data"]["d_a"] == 85 and results["data"]["d_v"] == 128
 
 
 def test_step_flops_counts_the_gemms() -> None:
