@@ -9,7 +9,7 @@ CHAPTERS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
 help:
 	@echo "make book     set up .venv if missing, build the book (HTML in book/_build/html)"
-	@echo "make test     set up .venv if missing, unit tests + pytest --nbval + book build -W"
+	@echo "make test     set up .venv if missing, book build -W, unit tests + pytest --nbval (+ rendered pages)"
 	@echo "make test-fast  the unit tests without the slow ones (under a minute; no notebooks, no book)"
 	@echo "make lint     ruff check (configuration in pyproject.toml)"
 	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
@@ -25,10 +25,11 @@ setup: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build book/ -W --keep-going
 
-# pytest reads testpaths (tests/, notebooks/) and the nbval sanitizer from pyproject.toml.
+# The book is built first (from stored outputs), so tests/test_book_render.py can open its pages in
+# headless Chromium; pytest reads testpaths (tests/, notebooks/) and the nbval sanitizer from pyproject.toml.
 test: $(STAMP)
-	$(BIN)/pytest --nbval
 	$(MAKE) book
+	$(BIN)/pytest --nbval
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests -m "not slow" -q
