@@ -2,7 +2,8 @@
 
 Sources: "supp." = the paper's supplementary document; "dev" = the first author's early
 development code and an unofficial re-implementation, i.e. a reconstruction,
-not a value stated by the paper; "ours" = this project's choice.
+not a value stated by the paper; "ours" = this project's choice. The book's page "Sources"
+(notebooks/11_sources.ipynb) renders this table from the comments below.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ class IZFConfig:
     hidden: int = 1024           # dev: Linear(in, 1024) -> ReLU -> Linear(1024, 2 out)
     clamp: float = 2.0           # dev: soft clamp of the log-scales
     # density p(c|y) = N(a_y, sigma^2 I)
-    sigma: float | None = None   # None: implied by w_c, sigma^2 = d_a / (2 w_c d_v) (matches dev's c-term)
+    sigma: float | None = None   # dev: None = implied by w_c, sigma^2 = d_a / (2 w_c d_v) (matches dev's c-term)
     w_c: float = 10.0            # dev: weight of mean((c - a_y)^2) in L_flow
-    flow_loss: str = "nll"       # "nll": -log p(v|y)/d_v from eq. 9 (ours); "dev": dev code's per-dim form
+    flow_loss: str = "nll"       # ours: "nll" = -log p(v|y)/d_v from eq. 9; "dev" = dev code's per-dim form
     # loss weights
     lambda_flow: float = 2.0     # dev (lambda_1)
     lambda_c: float = 1.0        # dev (lambda_2)
@@ -59,7 +60,7 @@ class IZFConfig:
     softmax_batch: int = 256     # dev: 256 real seen + 256 generated unseen per step
     # selection and validation
     selection: str = "final"     # ours: "final" (fixed schedule), "val" (class-level fold), "best_test" (optimistic)
-    val_fold: int = 1            # xlsa17 fold K: trainclassesK.txt / valclassesK.txt
+    val_fold: int = 1            # ours: xlsa17 fold K (trainclassesK.txt / valclassesK.txt)
     seed: int = 0
     # numerics
     precision: str = "fp32"      # ours: "bf16" autocasts the sub-networks' matmuls, "tf32" (CUDA) TF32 matmuls;

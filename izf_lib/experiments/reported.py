@@ -1,16 +1,18 @@
 """Numbers reported elsewhere, shown beside measured ones and always labelled as such.
 
-Source: the project's digest of what is known about the main paper (its body is not available
-to the project). IZF-Softmax GZSL values are as listed by public leaderboards (partly
-confirmed); CZSL T1 values are from recollection only; IZF-NBC values are unknown. None of
-these were produced by this project.
+Sources and certainty: the book's page "Sources" (notebooks/11_sources.ipynb). IZF-Softmax GZSL
+values are as listed by public leaderboards (partly confirmed); CZSL T1 values are from
+recollection only; IZF-NBC values are unknown. None of these were produced by this project.
 """
 
 from __future__ import annotations
 
-__all__ = ["REPORTED_IZF", "REPORTED_NOTE", "PEER_H"]
+__all__ = ["REPORTED_IZF", "REPORTED_NOTE", "CERTAINTY", "PEER_H"]
 
 REPORTED_NOTE = "reported, unverified (public leaderboards); CZSL T1 from recollection only; IZF-NBC unknown"
+
+# how sure each reported IZF-Softmax score is
+CERTAINTY = {"T1": "recollection only", "U": "leaderboards", "S": "leaderboards", "H": "leaderboards"}
 
 # dataset -> {"U", "S", "H", "T1"} for IZF-Softmax
 REPORTED_IZF: dict[str, dict[str, float]] = {

@@ -9,6 +9,7 @@ lambda_3) and small MLPs suited to 2-D data. Settings the supplementary does not
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,23 @@ from ..classifiers import fit_softmax
 from ..losses import immd_loss
 from ..rng import STREAM_INIT, STREAM_TRAIN, make_generator, reset_linear_
 
-__all__ = ["CGAN", "CVAE", "train_cgan", "train_cvae"]
+__all__ = ["CGAN", "CVAE", "gaussian_kl", "gradient_penalty", "train_cgan", "train_cvae"]
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per row, closed form: 0.5 * sum(mu^2 + var - 1 - log var); (B,)."""
+    return 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def gradient_penalty(critic: Callable[[Tensor, Tensor], Tensor], real: Tensor, fake: Tensor, a: Tensor,
+                     eps: Tensor) -> Tensor:
+    """WGAN-GP's L_Lip (eq. 15): mean of (||grad_x D(x, a)||_2 - 1)^2 at x = eps * real + (1 - eps) * fake.
+
+    ``eps`` (B, 1) holds the interpolation weights; the graph is kept so the penalty trains the critic.
+    """
+    mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mix, a).sum(), mix, create_graph=True)[0]
+    return ((grad.norm(dim=1) - 1.0) ** 2).mean()
 
 
 def _mlp(d_in: int, d_out: int, hidden: int = 64, act: type[nn.Module] = nn.LeakyReLU) -> nn.Sequential:
@@ -71,8 +88,7 @@ class CVAE(nn.Module):
         recon = self.decoder(torch.cat([z, a], dim=1))
         nll = (0.5 * ((v - recon) ** 2).sum(1) * torch.exp(-2.0 * self.log_sigma_x)
                + v.shape[1] * (self.log_sigma_x + 0.5 * math.log(2 * math.pi)))
-        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(1)
-        return (kl + nll).mean()
+        return (gaussian_kl(mu, logvar) + nll).mean()
 
 
 def _optimise(opt: torch.optim.Optimizer, loss: Tensor, losses: list[float]) -> bool:
@@ -120,9 +136,7 @@ def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, 
             with torch.no_grad():
                 fake = model.generator(torch.cat([torch.randn(v.shape[0], model.d_z, generator=gen, device=dev), a], 1))
             eps = torch.rand(v.shape[0], 1, generator=gen, device=dev)
-            mix = (eps * v + (1 - eps) * fake).requires_grad_(True)
-            grad = torch.autograd.grad(model.score(mix, a).sum(), mix, create_graph=True)[0]
-            gp = ((grad.norm(dim=1) - 1.0) ** 2).mean()
+            gp = gradient_penalty(model.score, v, fake, a, eps)
             d_loss = model.score(fake, a).mean() - model.score(v, a).mean() + gp_weight * gp
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
