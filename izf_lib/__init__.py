@@ -18,9 +18,12 @@ Running
     ``evaluation``   scoring a trained model on held-out images (and the predictions behind it)
     ``experiment``   fit = train + score + epoch selection; RunResult reads and writes results.json
     ``results``      collects run directories into the tables under results/
-    ``__main__``     the command line: prepare, train, evaluate
+    ``tune``         settings chosen on a class-level validation fold, never on test images
+    ``__main__``     the command line: prepare, train, evaluate, tune, toy
 Experiments (``izf_lib.experiments``: what reproduces one figure or table)
-    ``toy``, ``toy_baselines``, ``zsl_baselines``, ``digits_splits``, ``reported``
+    ``toy``, ``toy_baselines``, ``zsl_baselines``, ``digits_splits``, ``reported``, ``oracle`` (data
+    from a known IZF model), ``ablation`` (DIGITS ablations, stacking curves), ``grid`` (parallel,
+    resumable runs)
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m izf_lib prepare|train|evaluate``."""
+"""Command line: ``python -m izf_lib prepare|train|evaluate|tune|toy``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import CLASSIFIERS, PRESETS, SELECTION_RULES
+from .experiments.toy import FULL_ITERATIONS, FULL_SEEDS
 from .precision import PRECISIONS
 
 CLASSIFIER_CHOICES = (*CLASSIFIERS, "both")
@@ -63,6 +64,31 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="override the data directory stored in the checkpoint")
     ev.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default="both")
     ev.add_argument("--device", default="auto")
+
+    tu = sub.add_parser("tune", help="choose settings on a class-level validation fold (never test images)")
+    tu.add_argument("--dataset", required=True)
+    tu.add_argument("--data-dir", help="folder holding <DATASET>/ (default: $IZF_DATA)")
+    tu.add_argument("--out", required=True, help="folder for chosen_config.json, trials.json, tune_summary.json")
+    tu.add_argument("--trials", type=int, default=16, help="trials at most; trial 0 is the preset itself")
+    tu.add_argument("--budget", type=float, default=12.0, help="minutes; no new trial starts after this")
+    tu.add_argument("--fold", type=int, help="xlsa17 fold K (default: the first fold, else a seeded class split)")
+    tu.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="settings the trials start from")
+    tu.add_argument("--classifier", choices=CLASSIFIERS, default="softmax", help="whose validation scores count")
+    tu.add_argument("--space", help="JSON file {setting: [values]} replacing izf_lib.tune.SEARCH_SPACE")
+    tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--device", default="auto")
+    tu.add_argument("--quiet", action="store_true")
+
+    ty = sub.add_parser("toy", help="the toy grid (supp. 4.1): IZF, CGAN, CVAE x beta x seeds")
+    ty.add_argument("--out", required=True, help="folder for one JSON per run and toy_runs.csv (reruns skip done runs)")
+    ty.add_argument("--seeds", type=int, default=FULL_SEEDS, help=f"runs per model and beta (default {FULL_SEEDS})")
+    ty.add_argument("--first-seed", type=int, default=0)
+    ty.add_argument("--iterations", type=int, default=FULL_ITERATIONS,
+                    help=f"training iterations per run (default {FULL_ITERATIONS})")
+    ty.add_argument("--betas", default="0.1,0", help="comma-separated iMMD weights (default 0.1,0)")
+    ty.add_argument("--jobs", type=int, default=1, help="parallel worker processes, one thread each")
+    ty.add_argument("--picture-seed", type=int, default=0, help="keep this seed's generated samples for the figures")
+    ty.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -100,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                      "eval_every": args.eval_every, "precision": args.precision}
             overrides.update({k: v for k, v in flags.items() if v is not None})
             config = IZFConfig.preset(args.preset, **overrides)
-            data = load_xlsa17(args.dataset, args.data_dir)
+            data = load_xlsa17(args.dataset, args.data_dir, feature_scaling=config.feature_scaling)
             res = fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
                       resume=args.resume, progress=not args.quiet, data_dir=args.data_dir)
             print(json.dumps({"czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection}, indent=1))
@@ -114,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
             dev = resolve_device(args.device)
             model, config, meta = load_checkpoint(args.checkpoint, dev)
-            data = load_xlsa17(meta["dataset"], args.data_dir or meta.get("data_dir"))
+            data = load_xlsa17(meta["dataset"], args.data_dir or meta.get("data_dir"),
+                               feature_scaling=config.feature_scaling)
             gen = evaluation_generator(config.seed, meta["epoch"], dev)  # the stream training-time scores used
             with matmul_precision(config.precision, dev):
                 scores = score_benchmark(model, data, _classifiers(args.classifier), config, gen)
@@ -123,6 +150,35 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(res, indent=1))
             print(json.dumps(res, indent=1))
             print(f"wrote {out}")
+            return 0
+        if args.command == "tune":
+            from .tune import tune
+
+            space = None
+            if args.space:
+                try:
+                    space = json.loads(Path(args.space).read_text())
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise ValueError(f"{args.space}: cannot read a JSON search space: {exc}") from exc
+                if not isinstance(space, dict):
+                    raise ValueError(f"{args.space}: a search space is a JSON object {{setting: [values]}}")
+            summary = tune(args.dataset, args.data_dir, args.out, preset=args.preset, trials=args.trials,
+                           budget_minutes=args.budget, fold=args.fold, classifier=args.classifier, seed=args.seed,
+                           space=space, device=args.device, progress=not args.quiet)
+            print(json.dumps(summary, indent=1))
+            print(f"wrote {Path(args.out) / 'chosen_config.json'}; train with: python -m izf_lib train "
+                  f"--dataset {args.dataset} --config {Path(args.out) / 'chosen_config.json'} --out runs/...")
+            return 0
+        if args.command == "toy":
+            from .experiments.toy import run_toy_grid
+
+            if args.seeds < 1 or args.iterations < 1 or args.jobs < 1:
+                raise ValueError("--seeds, --iterations and --jobs must be positive")
+            betas = [float(b) for b in args.betas.split(",") if b.strip()]
+            path = run_toy_grid(args.out, range(args.first_seed, args.first_seed + args.seeds), args.iterations,
+                                betas=betas, jobs=args.jobs, picture_seed=args.picture_seed,
+                                progress=not args.quiet)
+            print(f"wrote {path}")
             return 0
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

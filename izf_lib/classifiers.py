@@ -133,19 +133,23 @@ def train_softmax(
     batch: int,
     generator: torch.Generator,
     modes: tuple[str, ...] = ("czsl", "gzsl"),
+    unseen_ratio: float = 1.0,
 ) -> dict[str, SoftmaxClassifier]:
     """IZF-Softmax: fit linear classifiers on real seen features plus freshly generated unseen ones.
 
-    Each step generates ``batch`` unseen features (classes uniform over Y^u) from the
-    attributes. ``gzsl``: candidates Y^s and Y^u, trained on ``batch`` real seen trainval pairs
-    plus the generated batch. ``czsl``: candidates Y^u, generated features only. Both modes
-    share each step's generated batch, halving the cost of the reverse passes. Only ``train``
-    (trainval data and attributes) is read. Every draw (initial weights, batches) comes from
-    ``generator``, so the same generator state gives the same classifiers.
+    Each step generates unseen features (classes uniform over Y^u) from the attributes.
+    ``gzsl``: candidates Y^s and Y^u, trained on ``batch`` real seen trainval pairs plus
+    ``round(unseen_ratio * batch)`` generated ones (the seen/unseen balance). ``czsl``:
+    candidates Y^u, ``batch`` generated features only. Both modes share each step's generated
+    batch, halving the cost of the reverse passes. Only ``train`` (trainval data and
+    attributes) is read. Every draw (initial weights, batches) comes from ``generator``, so the
+    same generator state gives the same classifiers.
     """
     unknown = set(modes) - {"czsl", "gzsl"}
     if unknown:
         raise ValueError(f"unknown softmax modes {sorted(unknown)}")
+    if not unseen_ratio > 0:
+        raise ValueError(f"unseen_ratio must be positive, got {unseen_ratio}")
     device = model.att.device
     unseen = train.unseen.to(device)
     candidates = {"czsl": unseen, "gzsl": torch.cat([train.seen.to(device), unseen])}
@@ -153,15 +157,17 @@ def train_softmax(
     trainers = {m: SoftmaxTrainer(SoftmaxClassifier(train.d_v, candidates[m].cpu(), init).to(device), lr)
                 for m in modes}
     v_real, y_real = train.v.to(device), train.y.to(device)
+    n_gzsl = max(1, round(unseen_ratio * batch))
+    n_gen = max(batch, n_gzsl) if "gzsl" in modes else batch
     model.eval()
     for _ in range(steps):
         with torch.no_grad():
-            y_gen = unseen[torch.randint(unseen.numel(), (batch,), generator=generator, device=device)]
+            y_gen = unseen[torch.randint(unseen.numel(), (n_gen,), generator=generator, device=device)]
             v_gen = model.generate_classes(y_gen, generator)
-            batches = {"czsl": (v_gen, y_gen)}
+            batches = {"czsl": (v_gen[:batch], y_gen[:batch])}
             if "gzsl" in modes:
                 pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)
-                batches["gzsl"] = (torch.cat([v_real[pick], v_gen]), torch.cat([y_real[pick], y_gen]))
+                batches["gzsl"] = (torch.cat([v_real[pick], v_gen[:n_gzsl]]), torch.cat([y_real[pick], y_gen[:n_gzsl]]))
         for m in modes:
             trainers[m].step(*batches[m])
     return {m: t.clf for m, t in trainers.items()}

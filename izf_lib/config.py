@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .data import FEATURE_SCALINGS
 from .losses import IMQ_SCALES
 from .precision import PRECISIONS
 
@@ -58,6 +59,9 @@ class IZFConfig:
     softmax_steps: int = 1000    # dev: 1000 Adam steps
     softmax_lr: float = 5e-4     # dev
     softmax_batch: int = 256     # dev: 256 real seen + 256 generated unseen per step
+    softmax_unseen_ratio: float = 1.0  # dev: generated unseen per real seen sample in a GZSL step (256 : 256)
+    # data
+    feature_scaling: str = "minmax"  # dev: per-dimension min-max to [0, 1] fit on trainval; or "standard", "none"
     # selection and validation
     selection: str = "final"     # ours: "final" (fixed schedule), "val" (class-level fold), "best_test" (optimistic)
     val_fold: int = 1            # ours: xlsa17 fold K (trainclassesK.txt / valclassesK.txt)
@@ -72,6 +76,10 @@ class IZFConfig:
             raise ValueError(f"selection must be one of {SELECTION_RULES}, got '{self.selection}'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
+        if self.feature_scaling not in FEATURE_SCALINGS:
+            raise ValueError(f"feature_scaling must be one of {FEATURE_SCALINGS}, got '{self.feature_scaling}'")
+        if not self.softmax_unseen_ratio > 0:
+            raise ValueError(f"softmax_unseen_ratio must be positive, got {self.softmax_unseen_ratio}")
         if self.flow_loss not in ("nll", "dev"):
             raise ValueError(f"flow_loss must be 'nll' or 'dev', got '{self.flow_loss}'")
         for name in ("n_blocks", "hidden", "epochs", "batch_size", "softmax_steps", "softmax_batch"):

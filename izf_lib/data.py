@@ -26,6 +26,8 @@ __all__ = [
     "load_xlsa17",
     "read_class_folds",
     "minmax_fit",
+    "standard_fit",
+    "FEATURE_SCALINGS",
     "XLSA17_NAMES",
     "BUNDLED_DIR",
     "bundled_att_splits",
@@ -36,6 +38,7 @@ __all__ = [
 
 FEATURES_FILE = "res101.mat"
 SPLITS_FILE = "att_splits.mat"
+FEATURE_SCALINGS = ("minmax", "standard", "none")  # per-dimension scalers, fit on trainval features only
 XLSA17_HINT = (
     "Download xlsa17.zip (Xian et al., 'Zero-Shot Learning - The Good, the Bad and the Ugly', "
     "proposed splits v2.0) and put <NAME>/res101.mat and <NAME>/att_splits.mat under the data "
@@ -106,6 +109,7 @@ class ZSLData:
     class_names: list[str]
     source: str = ""
     folds: dict[int, tuple[list[str], list[str]]] = field(default_factory=dict)
+    feature_scaling: str = "minmax"
 
     @property
     def d_v(self) -> int:
@@ -219,6 +223,12 @@ def _class_names(mat: dict, path: Path, n_classes: int) -> list[str]:
     return names
 
 
+def standard_fit(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension (mean, std) of x (N, d), std 1 where a dimension is constant."""
+    mean, std = x.mean(0), x.std(0)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
 def minmax_fit(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-dimension (min, range) of x (N, d), range 1 where a dimension is constant."""
     lo = x.min(0).values
@@ -251,13 +261,20 @@ def load_xlsa17(
     *,
     scale_features: bool = True,
     scale_att: bool = True,
+    feature_scaling: str = "minmax",
 ) -> ZSLData:
     """Load and validate ``<data_dir>/<name>/{res101.mat, att_splits.mat}``.
 
     Preprocessing (development code): features min-max scaled to [0, 1] per
     dimension and attributes (the L2-normalised ``att``) rescaled by their global min/max;
     both scalers are fit on trainval / the attribute table only, never on test images.
+    ``feature_scaling`` (see :data:`FEATURE_SCALINGS`) picks the feature scaler;
+    ``scale_features=False`` is the same as ``feature_scaling="none"``.
     """
+    if feature_scaling not in FEATURE_SCALINGS:
+        raise ValueError(f"feature_scaling must be one of {FEATURE_SCALINGS}, got '{feature_scaling}'")
+    if not scale_features:
+        feature_scaling = "none"
     root = resolve_data_dir(data_dir) / name
     if not root.is_dir():
         raise DataError(f"Dataset directory {root} does not exist. {XLSA17_HINT}")
@@ -335,8 +352,8 @@ def load_xlsa17(
     v_tr, y_tr = take("trainval_loc")
     v_ts, y_ts = take("test_seen_loc")
     v_tu, y_tu = take("test_unseen_loc")
-    if scale_features:
-        lo, rng = minmax_fit(v_tr)
+    if feature_scaling != "none":
+        lo, rng = minmax_fit(v_tr) if feature_scaling == "minmax" else standard_fit(v_tr)
         v_tr, v_ts, v_tu = ((x - lo) / rng for x in (v_tr, v_ts, v_tu))
     att = torch.from_numpy(att_raw.T.astype(np.float32))
     if scale_att:
@@ -357,6 +374,7 @@ def load_xlsa17(
         class_names=names,
         source=str(root),
         folds=read_class_folds(root, names),
+        feature_scaling=feature_scaling,
     )
 
 

@@ -119,6 +119,10 @@ def fit(
     data_dir: str | None = None,
 ) -> RunResult:
     """Train, evaluate and select as ``config.selection`` says; writes ``out_dir/results.json``."""
+    if data.feature_scaling != config.feature_scaling:
+        raise ValueError(f"{data.name} was loaded with feature_scaling '{data.feature_scaling}' but the config asks "
+                         f"for '{config.feature_scaling}'; load it with load_xlsa17(..., "
+                         f"feature_scaling='{config.feature_scaling}')")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)

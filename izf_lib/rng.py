@@ -26,6 +26,8 @@ __all__ = [
     "STREAM_TOY_DATA",
     "STREAM_TOY_SAMPLES",
     "STREAM_TOY_HELDOUT",
+    "STREAM_ORACLE",
+    "STREAM_TUNE",
     "stream_seed",
     "make_generator",
     "cpu_generator_from",
@@ -43,6 +45,8 @@ STREAM_BASELINE = 5     # the simple zero-shot baselines (Gaussian generator)
 STREAM_TOY_DATA = 6     # the toy experiment's training batches
 STREAM_TOY_SAMPLES = 7  # the toy experiment's generated samples
 STREAM_TOY_HELDOUT = 9  # the toy experiment's held-out true samples
+STREAM_ORACLE = 10      # the oracle check's true flow, class attributes and samples
+STREAM_TUNE = 11        # tune: the seeded validation fold and the order of random trials
 
 
 def stream_seed(seed: int, stream: int, epoch: int = 0) -> int:

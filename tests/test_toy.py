@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from izf_lib.experiments.toy import ToyReader, run_status, run_toy, toy_metrics
+from izf_lib.experiments.toy import (
+    NEAR_SHARE_TRUE,
+    TOY_SIGMA,
+    ToyReader,
+    read_toy_grid,
+    run_status,
+    run_toy,
+    run_toy_grid,
+    toy_metrics,
+)
 from izf_lib.experiments.toy_baselines import CGAN, CVAE, train_cgan, train_cvae
 
 
@@ -42,19 +51,32 @@ def test_reader_fixes_the_listing_bugs() -> None:
 
 
 def test_toy_metrics_on_known_samples() -> None:
-    seen = torch.tensor([[-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]).repeat(10, 1)
-    labels = torch.tensor([0, 1, 2]).repeat(10)
-    unseen = torch.tensor([[1.0, 1.0]]).repeat(10, 1) + 0.01 * torch.randn(10, 2)
+    gen = torch.Generator().manual_seed(0)
+    unseen = torch.tensor([[1.0, 1.0]]) + TOY_SIGMA * torch.randn(4000, 2, generator=gen)
     perfect = torch.tensor([[1.0, 1.0]]).repeat(20, 1) + torch.tensor([[0.1, 0.0], [-0.1, 0.0]]).repeat(10, 1)
-    m = toy_metrics(perfect, unseen, seen, labels)
-    assert m["centre_error"] == pytest.approx(0.0, abs=1e-6) and m["unseen_share"] == 1.0
+    m = toy_metrics(perfect, unseen)
+    assert m["centre_error"] == pytest.approx(0.0, abs=1e-6) and m["near_share"] == 1.0
     wrong = torch.tensor([[-1.0, 1.0]]).repeat(20, 1)
-    m2 = toy_metrics(wrong, unseen, seen, labels)
-    assert m2["centre_error"] == pytest.approx(2.0) and m2["unseen_share"] == 0.0 and m2["mmd"] > m["mmd"]
+    m2 = toy_metrics(wrong, unseen)
+    assert m2["centre_error"] == pytest.approx(2.0) and m2["near_share"] == 0.0 and m2["mmd"] > m["mmd"]
+    # true samples score the Gaussian value 1 - exp(-k^2 / 2), and a far-away (diverged) generator scores 0
+    assert toy_metrics(unseen, unseen)["near_share"] == pytest.approx(NEAR_SHARE_TRUE, abs=0.02)
+    assert toy_metrics(unseen + 7.0, unseen)["near_share"] == 0.0
     assert run_status(False, m2) == "collapsed"  # zero spread
     assert run_status(True, m) == "diverged"
     assert run_status(False, {**m, "spread": 0.3}) == "ok"
-    assert toy_metrics(torch.full((5, 2), math.nan), unseen, seen, labels)["centre_error"] == math.inf
+    assert toy_metrics(torch.full((5, 2), math.nan), unseen)["centre_error"] == math.inf
+
+
+def test_toy_grid_is_resumable_and_independent_of_workers(tmp_path) -> None:
+    one = read_toy_grid(run_toy_grid(tmp_path / "a", [0, 1], 3, models=("IZF", "CVAE"), jobs=1,
+                                     picture_seed=0, progress=False).parent)
+    two = read_toy_grid(run_toy_grid(tmp_path / "b", [0, 1], 3, models=("IZF", "CVAE"), jobs=2,
+                                     picture_seed=0, progress=False).parent)
+    assert one[0].equals(two[0]) and len(one[0]) == 8 and set(one[1]) == set(two[1])
+    (tmp_path / "a" / "IZF_beta0.1_seed1.json").unlink()
+    again = read_toy_grid(run_toy_grid(tmp_path / "a", [0, 1], 3, models=("IZF", "CVAE"), progress=False).parent)
+    assert again[0].equals(one[0])  # the missing run is redone with the same numbers, the others are kept
 
 
 @pytest.mark.parametrize("trainer", [train_cgan, train_cvae])

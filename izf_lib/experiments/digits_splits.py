@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import inspect
 import itertools
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,13 @@ from ..data import ZSLData, load_xlsa17
 from ..experiment import fit
 from ..metrics import czsl_t1, gzsl_scores
 from ..prepare import prepare_digits
+from .grid import Call, run_jobs
 from .zsl_baselines import BASELINES
 
-__all__ = ["digit_splits", "score_baseline", "run_digits_split"]
+__all__ = ["digit_splits", "split_name", "score_baseline", "run_digits_split", "run_digits_grid",
+           "digits_grid_calls", "write_digits_csv", "SPLIT_COLUMNS"]
+
+SPLIT_COLUMNS = ["split", "seed", "method", "T1", "U", "S", "H"]
 
 
 def digit_splits(n_unseen: int = 3, limit: int | None = None) -> list[tuple[int, ...]]:
@@ -31,6 +38,11 @@ def digit_splits(n_unseen: int = 3, limit: int | None = None) -> list[tuple[int,
         step = len(splits) / limit
         splits = [splits[int(i * step)] for i in range(limit)]
     return splits
+
+
+def split_name(unseen: Sequence[int]) -> str:
+    """'3-6-9' for the unseen digits (3, 6, 9)."""
+    return "-".join(str(d) for d in unseen)
 
 
 def score_baseline(model: Any, data: ZSLData) -> dict[str, float]:
@@ -48,10 +60,10 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
 
     The IZF run (checkpoint and results.json) is written under ``run_dir``.
     """
-    split = "-".join(str(d) for d in unseen)
+    split = split_name(unseen)
     with tempfile.TemporaryDirectory() as tmp:
         prepare_digits(tmp, unseen=unseen, seed=0)
-        data = load_xlsa17("DIGITS", tmp)
+        data = load_xlsa17("DIGITS", tmp, feature_scaling=config.feature_scaling)
     rows = []
     res = fit(data, config, Path(run_dir) / f"split_{split}_seed{config.seed}", device=device, progress=False)
     for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
@@ -62,3 +74,66 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
         rows.append({"split": split, "seed": config.seed, "method": label,
                      **score_baseline(cls(**kwargs).fit(train), data)})
     return rows
+
+
+def _grid_job(job: tuple[tuple[int, ...], dict[str, Any], str, str, bool]) -> str:
+    """One (split, seed) of the grid: writes ROWS/<split>_seed<k>.csv once all its methods are scored."""
+    unseen, config_dict, out_dir, device, keep_checkpoint = job
+    config = IZFConfig.from_dict(config_dict)
+    out = Path(out_dir)
+    name = f"{split_name(unseen)}_seed{config.seed}"
+    rows = run_digits_split(unseen, config, out / "runs", device=device)
+    if not keep_checkpoint:
+        shutil.rmtree(out / "runs" / f"split_{split_name(unseen)}_seed{config.seed}", ignore_errors=True)
+    tmp = out / "rows" / f"{name}.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out / "rows" / f"{name}.csv")  # done only once complete
+    return name
+
+
+def run_digits_grid(splits: Iterable[Sequence[int]], seeds: Iterable[int], config: IZFConfig,
+                    out_dir: str | os.PathLike, device: str = "cpu", jobs: int = 1, progress: bool = True,
+                    keep_checkpoints: bool = False) -> Path:
+    """:func:`run_digits_split` for every split and seed not already done; writes ``out_dir/digits_splits.csv``.
+
+    Resumable: each (split, seed) is one file under ``out_dir/rows/``, skipped when present.
+    Runs are independent (seeded by their own seed), so ``jobs`` worker processes give the
+    same rows as one.
+    """
+    calls = digits_grid_calls(splits, seeds, config, out_dir, device, keep_checkpoints)
+    run_jobs(calls, jobs, desc="DIGITS splits", progress=progress)
+    return write_digits_csv(out_dir)
+
+
+def digits_grid_calls(splits: Iterable[Sequence[int]], seeds: Iterable[int], config: IZFConfig,
+                      out_dir: str | os.PathLike, device: str = "cpu", keep_checkpoints: bool = False) -> list[Call]:
+    """The (split, seed) runs not yet done in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`."""
+    out = Path(out_dir)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    splits, seeds = list(splits), list(seeds)
+    return [(_grid_job, (tuple(int(d) for d in unseen), {**config.to_dict(), "seed": int(seed)}, str(out), device,
+                         keep_checkpoints))
+            for seed in seeds for unseen in splits
+            if not (out / "rows" / f"{split_name(unseen)}_seed{int(seed)}.csv").exists()]
+
+
+def write_digits_csv(out_dir: str | os.PathLike) -> Path:
+    """Gather ``out_dir/rows/*.csv`` into ``out_dir/digits_splits.csv`` (sorted by split, seed, method order)."""
+    out = Path(out_dir)
+    rows: list[dict[str, str]] = []
+    for f in sorted((out / "rows").glob("*.csv")):
+        with f.open() as fh:
+            rows.extend(csv.DictReader(fh))
+    if not rows:
+        raise FileNotFoundError(f"no DIGITS rows (*.csv) in {out / 'rows'}")
+    order = {m: i for i, m in enumerate(["IZF-NBC", "IZF-Softmax", *BASELINES])}
+    rows.sort(key=lambda r: (r["split"], int(r["seed"]), order.get(r["method"], len(order))))
+    path = out / "digits_splits.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return path

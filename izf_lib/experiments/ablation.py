@@ -1,0 +1,150 @@
+"""Ablations on DIGITS: which part of IZF matters, and the seen/unseen trade-off H hides.
+
+Each setting is a set of :class:`~izf_lib.config.IZFConfig` overrides on the ``quick`` preset,
+trained on the default DIGITS split (3, 6, 9 unseen) for several seeds. For the default
+setting the GZSL classifiers are also swept by calibrated stacking: a constant gamma
+subtracted from every seen class's score trades S for U, and the curve shows the whole
+trade-off instead of the one point H reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..classifiers import train_softmax
+from ..config import IZFConfig
+from ..data import ZSLData, load_xlsa17
+from ..evaluation import evaluation_generator
+from ..experiment import fit
+from ..metrics import gzsl_scores
+from ..model import IZF
+from ..prepare import prepare_digits
+from ..train import load_checkpoint
+from .digits_splits import split_name
+from .grid import Call, gather_json_rows, run_jobs, write_json_atomic
+from .zsl_baselines import GaussianGenerator
+
+__all__ = ["ABLATIONS", "ABLATION_PRESET", "DEFAULT_SPLIT", "stacking_curve", "run_ablation", "ablation_calls",
+           "write_ablation_csv"]
+
+ABLATION_PRESET = "quick"
+DEFAULT_SPLIT = (3, 6, 9)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "no L_C (lambda_2 = 0)": {"lambda_c": 0.0},
+    "no iMMD (lambda_3 = 0)": {"lambda_immd": 0.0},
+    "K = 1 block": {"n_blocks": 1},
+    "K = 3 blocks": {"n_blocks": 3},
+    "K = 10 blocks": {"n_blocks": 10},
+    "hidden 256": {"hidden": 256},
+    "hidden 64": {"hidden": 64},
+    "w_c = 3 (wider sigma)": {"w_c": 3.0},
+    "w_c = 30 (narrower sigma)": {"w_c": 30.0},
+    "L_flow: dev form": {"flow_loss": "dev"},
+    "features standardised": {"feature_scaling": "standard"},
+    "softmax unseen:seen 0.5": {"softmax_unseen_ratio": 0.5},
+    "softmax unseen:seen 2": {"softmax_unseen_ratio": 2.0},
+}
+N_POINTS = 21  # points on each stacking curve
+
+
+def _curve(scores: Tensor, n_seen: int, classes: Tensor, y_seen: Tensor, y_unseen: Tensor,
+           n_seen_rows: int) -> list[dict[str, float]]:
+    """U, S, H as gamma sweeps the quantiles of (best seen score - best unseen score) over the test images."""
+    margin = scores[:, :n_seen].max(1).values - scores[:, n_seen:].max(1).values
+    gammas = torch.quantile(margin.double(), torch.linspace(0, 1, N_POINTS, dtype=torch.float64))
+    gammas = torch.cat([gammas[:1] - 1e-6, gammas[1:-1], gammas[-1:] + 1e-6])  # both extremes reached exactly
+    out = []
+    for g in gammas.tolist():
+        shifted = scores.double().clone()
+        shifted[:, :n_seen] -= g
+        pred = classes[shifted.argmax(1)]
+        s = gzsl_scores(y_seen, pred[:n_seen_rows], y_unseen, pred[n_seen_rows:])
+        out.append({"gamma": g, **{k: 100 * v for k, v in s.items()}})
+    return out
+
+
+def stacking_curve(model: IZF, data: ZSLData, config: IZFConfig, epoch: int) -> dict[str, list[dict[str, float]]]:
+    """Calibrated-stacking curves (U, S, H per gamma) of IZF-NBC, IZF-Softmax and the Gaussian generator.
+
+    IZF-Softmax is retrained exactly as it was scored (same evaluation stream and epoch), so
+    the curve passes through the reported point. Test images are used to draw the curve only.
+    """
+    train = data.train_split()
+    both = torch.cat([data.seen, data.unseen])
+    v = torch.cat([data.v_test_seen, data.v_test_unseen])
+    gen = evaluation_generator(config.seed, epoch, "cpu")
+    clf = train_softmax(model, train, config.softmax_steps, config.softmax_lr, config.softmax_batch, gen,
+                        unseen_ratio=config.softmax_unseen_ratio)["gzsl"]
+    gauss = GaussianGenerator(seed=config.seed).fit(train)
+    model.eval()
+    with torch.no_grad():
+        scores = {
+            "IZF-NBC": model.class_log_prob(v, both),
+            "IZF-Softmax": clf(v),
+            "Gaussian generator + softmax": gauss.gzsl(v.float()),
+        }
+    n_seen, n_rows = len(data.seen), len(data.y_test_seen)
+    return {m: _curve(s, n_seen, both, data.y_test_seen, data.y_test_unseen, n_rows) for m, s in scores.items()}
+
+
+def _ablation_job(job: tuple[str, int, str, bool]) -> str:
+    setting, seed, out_dir, curve = job
+    config = IZFConfig.preset(ABLATION_PRESET, eval_every=0, seed=seed, **ABLATIONS[setting])
+    name = f"{list(ABLATIONS).index(setting):02d}_seed{seed}"
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_digits(tmp, unseen=DEFAULT_SPLIT, seed=0)
+        data = load_xlsa17("DIGITS", tmp, feature_scaling=config.feature_scaling)
+        res = fit(data, config, Path(tmp) / "run", device="cpu", progress=False)
+        record: dict[str, Any] = {"setting": setting, "seed": seed, "split": split_name(DEFAULT_SPLIT),
+                                  "epochs": config.epochs}
+        for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
+            record.update({f"{label} {k}": v for k, v in res.scores(clf).items()})
+        if curve:
+            model, _, _ = load_checkpoint(Path(tmp) / "run" / "checkpoint.pt", "cpu")
+            curves = stacking_curve(model, data, config, res.selection["epochs"]["softmax"])
+            points = [{"seed": seed, "method": m, "point": i, **p} for m, pts in curves.items()
+                      for i, p in enumerate(pts)]
+            write_json_atomic(Path(out_dir) / "curves" / f"seed{seed}.json", {"points": points})
+    write_json_atomic(Path(out_dir) / f"{name}.json", record)
+    return name
+
+
+def run_ablation(out_dir: str | Path, seeds: Iterable[int], settings: Sequence[str] = tuple(ABLATIONS),
+                 jobs: int = 1, progress: bool = True) -> Path:
+    """Every setting x seed not yet in ``out_dir``; writes ``ablation_runs.csv`` and ``stacking_curves.csv``."""
+    run_jobs(ablation_calls(out_dir, seeds, settings), jobs, desc="ablation runs", progress=progress)
+    return write_ablation_csv(out_dir)
+
+
+def ablation_calls(out_dir: str | Path, seeds: Iterable[int], settings: Sequence[str] = tuple(ABLATIONS)) -> list[Call]:
+    """The ablation runs not yet done in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`."""
+    unknown = sorted(set(settings) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation settings {unknown}; choose from {list(ABLATIONS)}")
+    out = Path(out_dir)
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    seeds = list(seeds)
+    return [(_ablation_job, (s, int(seed), str(out), s == "defaults")) for s in settings for seed in seeds
+            if not (out / f"{list(ABLATIONS).index(s):02d}_seed{int(seed)}.json").exists()]
+
+
+def write_ablation_csv(out_dir: str | Path) -> Path:
+    """Gather the runs into ``ablation_runs.csv`` and the default setting's curves into ``stacking_curves.csv``."""
+    out = Path(out_dir)
+    points = [p for f in sorted((out / "curves").glob("*.json")) for p in json.loads(f.read_text())["points"]]
+    if points:
+        with (out / "stacking_curves.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(points[0]))
+            w.writeheader()
+            w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in p.items()} for p in points)
+    order = list(ABLATIONS)
+    return gather_json_rows(out, "ablation_runs.csv", key=lambda r: (order.index(r["setting"]), r["seed"]))

@@ -1,0 +1,70 @@
+"""tune: settings chosen on a class-level validation fold, never on test images."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import izf_lib.tune as tune_module
+from izf_lib.__main__ import main
+from izf_lib.config import IZFConfig
+from izf_lib.data import DataError, load_xlsa17
+from izf_lib.prepare import prepare_digits
+
+TINY_SPACE = {"hidden": [8, 16], "epochs": [1, 2], "softmax_steps": [10]}
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare_digits(root)
+    return root
+
+
+def _poisoned(*args, **kwargs):
+    """The dataset with every test feature NaN and every test label out of range: reading them would show."""
+    data = load_xlsa17(*args, **kwargs)
+    return dataclasses.replace(
+        data, v_test_seen=torch.full_like(data.v_test_seen, float("nan")),
+        y_test_seen=torch.full_like(data.y_test_seen, -1),
+        v_test_unseen=torch.full_like(data.v_test_unseen, float("nan")),
+        y_test_unseen=torch.full_like(data.y_test_unseen, -1))
+
+
+def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, tmp_path, monkeypatch) -> None:
+    clean = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "a", trials=3, space=TINY_SPACE, progress=False)
+    monkeypatch.setattr(tune_module, "load_xlsa17", _poisoned)
+    poisoned = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "b", trials=3, space=TINY_SPACE, progress=False)
+    a = json.loads((tmp_path / "a" / "trials.json").read_text())
+    b = json.loads((tmp_path / "b" / "trials.json").read_text())
+    assert [r["val"] for r in a] == [r["val"] for r in b] and len(a) == 3
+    assert clean["chosen_params"] == poisoned["chosen_params"]
+    assert a[0]["params"] == {}  # trial 0 is the preset itself
+    assert len(clean["validation_classes"]) >= tune_module.MIN_VAL_CLASSES
+    chosen = IZFConfig.overrides_from_file(tmp_path / "a" / "chosen_config.json")
+    assert {k: chosen[k] for k in clean["chosen_params"]} == clean["chosen_params"]
+
+
+def test_train_runs_with_the_chosen_config(digits_dir, tmp_path) -> None:
+    (tmp_path / "chosen.json").write_text(json.dumps({"epochs": 1, "hidden": 8, "softmax_steps": 10, "eval_every": 0}))
+    assert main(["train", "--dataset", "DIGITS", "--data-dir", str(digits_dir), "--out", str(tmp_path / "run"),
+                 "--config", str(tmp_path / "chosen.json"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["config"]["hidden"] == 8
+
+
+def test_tune_rejects_bad_input_with_clear_messages(digits_dir, tmp_path, capsys) -> None:
+    with pytest.raises(DataError, match="no validation fold 7"):
+        tune_module.tune("DIGITS", str(digits_dir), tmp_path, fold=7, space=TINY_SPACE, progress=False)
+    with pytest.raises(DataError, match="needs at least 2 pseudo-unseen"):
+        tune_module.tune("DIGITS", str(digits_dir), tmp_path, fold=1, space=TINY_SPACE, progress=False)
+    with pytest.raises(ValueError, match="search space is empty"):
+        tune_module.tune("DIGITS", str(digits_dir), tmp_path, space={}, progress=False)
+    with pytest.raises(ValueError, match="unknown IZF settings"):
+        tune_module.tune("DIGITS", str(digits_dir), tmp_path, space={"width": [1]}, progress=False)
+    (tmp_path / "space.json").write_text("[1, 2]")
+    assert main(["tune", "--dataset", "DIGITS", "--data-dir", str(digits_dir), "--out", str(tmp_path),
+                 "--space", str(tmp_path / "space.json")]) == 2
+    assert "space.json" in capsys.readouterr().err
