@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         run_notebook("07_benchmark.ipynb", runs / name / "benchmark.ipynb",
                      {**common, "dataset": name, "data_dir": data_dir, "results_dir": None})  # collected below
     run_notebook("08_digits_benchmark.ipynb", runs / "digits_splits" / "digits_benchmark.ipynb",
-                 {"quick": quick, "seeds": seeds, "device": device, "out_dir": str((runs / "digits_splits").resolve())})
+                 {"quick": quick, "seeds": seeds, "device": device, "out_dir": str((runs / "digits_splits").resolve()),
+                  "n_splits": 8 if quick else None,  # full: all 120 splits, resumable (a rerun skips finished ones)
+                  "jobs": 1 if gpu else (os.cpu_count() or 1)})
 
     manifest = {
         "quick": quick, "seeds": seeds, "device": device,

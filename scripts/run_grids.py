@@ -10,6 +10,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
             (3, 6, 9) and 9 evenly spaced 3-unseen splits x 3 seeds, IZF beside the baselines
   oracle    IZF on data drawn from a known IZF model, 10 seeds x 2 objectives
   ablation  DIGITS default split, every setting of izf_lib.experiments.ablation x 3 seeds (quick)
+  tuned     `tune` on the default split's validation classes (alone: its time is reported), then the
+            chosen settings x 3 seeds beside the baselines; runs before the pool
+  gan       supplementary 4.2's CGAN + iMMD (the toy's trainer) on DIGITS, beta in {0.1, 0} x 3 seeds x 1000 iterations
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -32,7 +35,7 @@ from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
 from izf_lib.experiments import ablation, digits_splits, oracle, toy  # noqa: E402
 from izf_lib.experiments.grid import run_jobs  # noqa: E402
 
-GRIDS = ("toy", "digits", "oracle", "ablation")
+GRIDS = ("toy", "digits", "oracle", "ablation", "tuned", "gan")
 DIGITS_FULL_SPLITS = 9  # evenly spaced 3-unseen splits besides the default one
 
 
@@ -62,18 +65,23 @@ def main(argv: list[str] | None = None) -> int:
                                                             if smoke else {}))
         calls += digits_splits.digits_grid_calls(splits[:2] if smoke else splits, range(3), config,
                                                  out / "digits_full")
-        writers.append(lambda: digits_splits.write_digits_csv(out / "digits_full"))
+        writers.append(lambda: digits_splits.write_digits_csv(out / "digits_full", config))
     calls += toy_calls.get("CGAN", [])
     if "ablation" in args.only:
         calls += ablation.ablation_calls(out / "ablation", range(1 if smoke else 3),
                                          ["defaults", "hidden 64"] if smoke else tuple(ablation.ABLATIONS))
         writers.append(lambda: ablation.write_ablation_csv(out / "ablation"))
+    if "gan" in args.only:
+        calls += ablation.gan_calls(out / "gan", range(3), iterations=20 if smoke else 1000)
+        writers.append(lambda: ablation.write_gan_csv(out / "gan"))
     calls += toy_calls.get("CVAE", [])
     if "oracle" in args.only:
         calls += oracle.oracle_grid_calls(out / "oracle", range(1 if smoke else 10))
         writers.append(lambda: oracle.write_oracle_csv(out / "oracle"))
-    print(f"{len(calls)} runs to do with {args.jobs} workers", flush=True)
     start = time.perf_counter()
+    if "tuned" in args.only:
+        print(f"wrote {ablation.run_tuned(out / 'tuned', trials=2 if smoke else 16)}", flush=True)
+    print(f"{len(calls)} runs to do with {args.jobs} workers", flush=True)
     run_jobs(calls, args.jobs, desc="grids", progress=True)
     for write in writers:
         print(f"wrote {write()}")

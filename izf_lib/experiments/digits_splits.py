@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -23,7 +25,7 @@ from .grid import Call, run_jobs
 from .zsl_baselines import BASELINES
 
 __all__ = ["digit_splits", "split_name", "score_baseline", "run_digits_split", "run_digits_grid",
-           "digits_grid_calls", "write_digits_csv", "SPLIT_COLUMNS"]
+           "digits_grid_calls", "write_digits_csv", "config_key", "SPLIT_COLUMNS"]
 
 SPLIT_COLUMNS = ["split", "seed", "method", "T1", "U", "S", "H"]
 
@@ -76,21 +78,32 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
     return rows
 
 
+def config_key(config: IZFConfig) -> str:
+    """A short fingerprint of every setting but the seed: rows of different settings never mix on resume."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "seed"}
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _rows_dir(out_dir: str | os.PathLike, config: IZFConfig) -> Path:
+    return Path(out_dir) / "rows" / config_key(config)
+
+
 def _grid_job(job: tuple[tuple[int, ...], dict[str, Any], str, str, bool]) -> str:
-    """One (split, seed) of the grid: writes ROWS/<split>_seed<k>.csv once all its methods are scored."""
+    """One (split, seed) of the grid: writes ROWS/<config>/<split>_seed<k>.csv once all its methods are scored."""
     unseen, config_dict, out_dir, device, keep_checkpoint = job
     config = IZFConfig.from_dict(config_dict)
     out = Path(out_dir)
+    rows_dir = _rows_dir(out, config)
     name = f"{split_name(unseen)}_seed{config.seed}"
     rows = run_digits_split(unseen, config, out / "runs", device=device)
     if not keep_checkpoint:
         shutil.rmtree(out / "runs" / f"split_{split_name(unseen)}_seed{config.seed}", ignore_errors=True)
-    tmp = out / "rows" / f"{name}.csv.tmp"
+    tmp = rows_dir / f"{name}.csv.tmp"
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(out / "rows" / f"{name}.csv")  # done only once complete
+    tmp.replace(rows_dir / f"{name}.csv")  # done only once complete
     return name
 
 
@@ -99,36 +112,37 @@ def run_digits_grid(splits: Iterable[Sequence[int]], seeds: Iterable[int], confi
                     keep_checkpoints: bool = False) -> Path:
     """:func:`run_digits_split` for every split and seed not already done; writes ``out_dir/digits_splits.csv``.
 
-    Resumable: each (split, seed) is one file under ``out_dir/rows/``, skipped when present.
+    Resumable: each (split, seed) is one file under ``out_dir/rows/<settings fingerprint>/``,
+    skipped when present (rows of other settings are kept apart and never reused).
     Runs are independent (seeded by their own seed), so ``jobs`` worker processes give the
     same rows as one.
     """
     calls = digits_grid_calls(splits, seeds, config, out_dir, device, keep_checkpoints)
     run_jobs(calls, jobs, desc="DIGITS splits", progress=progress)
-    return write_digits_csv(out_dir)
+    return write_digits_csv(out_dir, config)
 
 
 def digits_grid_calls(splits: Iterable[Sequence[int]], seeds: Iterable[int], config: IZFConfig,
                       out_dir: str | os.PathLike, device: str = "cpu", keep_checkpoints: bool = False) -> list[Call]:
     """The (split, seed) runs not yet done in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`."""
-    out = Path(out_dir)
-    (out / "rows").mkdir(parents=True, exist_ok=True)
+    rows_dir = _rows_dir(out_dir, config)
+    rows_dir.mkdir(parents=True, exist_ok=True)
     splits, seeds = list(splits), list(seeds)
-    return [(_grid_job, (tuple(int(d) for d in unseen), {**config.to_dict(), "seed": int(seed)}, str(out), device,
+    return [(_grid_job, (tuple(int(d) for d in unseen), {**config.to_dict(), "seed": int(seed)}, str(out_dir), device,
                          keep_checkpoints))
             for seed in seeds for unseen in splits
-            if not (out / "rows" / f"{split_name(unseen)}_seed{int(seed)}.csv").exists()]
+            if not (rows_dir / f"{split_name(unseen)}_seed{int(seed)}.csv").exists()]
 
 
-def write_digits_csv(out_dir: str | os.PathLike) -> Path:
-    """Gather ``out_dir/rows/*.csv`` into ``out_dir/digits_splits.csv`` (sorted by split, seed, method order)."""
+def write_digits_csv(out_dir: str | os.PathLike, config: IZFConfig) -> Path:
+    """Gather the rows of ``config``'s runs into ``out_dir/digits_splits.csv`` (sorted by split, seed, method)."""
     out = Path(out_dir)
     rows: list[dict[str, str]] = []
-    for f in sorted((out / "rows").glob("*.csv")):
+    for f in sorted(_rows_dir(out, config).glob("*.csv")):
         with f.open() as fh:
             rows.extend(csv.DictReader(fh))
     if not rows:
-        raise FileNotFoundError(f"no DIGITS rows (*.csv) in {out / 'rows'}")
+        raise FileNotFoundError(f"no DIGITS rows (*.csv) in {_rows_dir(out, config)}")
     order = {m: i for i, m in enumerate(["IZF-NBC", "IZF-Softmax", *BASELINES])}
     rows.sort(key=lambda r: (r["split"], int(r["seed"]), order.get(r["method"], len(order))))
     path = out / "digits_splits.csv"

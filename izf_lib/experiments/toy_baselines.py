@@ -112,27 +112,31 @@ def _seen_classifier(v: Tensor, y: Tensor, n_classes: int, generator: torch.Gene
 
 
 def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, gp_weight: float = 10.0,
-               n_critic: int = 5, lr: float = 1e-3, seed: int = 0) -> tuple[CGAN, list[float]]:
+               n_critic: int = 5, lr: float = 1e-3, seed: int = 0, d_z: int = 2,
+               hidden: int = 64) -> tuple[CGAN, list[float]]:
     """CGAN + L_iMMD in the f-CLSWGAN schema (eq. 15): WGAN-GP critic, alpha * L_CLS, beta * L_iMMD.
 
     Per iteration: ``n_critic`` critic steps on fresh seen batches, then one generator step on
     -E[D(G(z, a_s), a_s)] + alpha * CE(classifier(G(z, a_s)), y_s) + beta * L_iMMD(real seen,
     G(z, a_u)). Returns the model and the generator loss per iteration (NaN stops training).
+    The features used are the reader's first ``reader.d_out`` columns (2 for the toy, whose
+    padding is dropped); ``d_z`` and ``hidden`` size the networks.
     """
     dev = reader.device
+    d = getattr(reader, "d_out", 2)
     init = make_generator(seed, STREAM_INIT)
-    model = reset_linear_(CGAN(), init).to(dev)
+    unseen_att = torch.as_tensor(reader.unseen_emb, dtype=torch.float32, device=dev)
+    model = reset_linear_(CGAN(d_v=d, d_a=unseen_att.shape[1], d_z=d_z, hidden=hidden), init).to(dev)
     gen = make_generator(seed, STREAM_TRAIN, device=dev)
     opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(model.critic.parameters(), lr=lr, betas=(0.5, 0.9))
     pre_v, pre_y, *_ = reader.get_batch_tensor("training")
-    clf = _seen_classifier(pre_v[:, :2], pre_y.long(), reader.seen_cls_num, init)
-    unseen_att = torch.as_tensor(reader.unseen_emb, dtype=torch.float32, device=dev)
+    clf = _seen_classifier(pre_v[:, :d], pre_y.long(), reader.seen_cls_num, init)
     losses: list[float] = []
     for _ in range(iterations):
         for _ in range(n_critic):
             v, _, a, *_ = reader.get_batch_tensor("training")
-            v = v[:, :2]
+            v = v[:, :d]
             with torch.no_grad():
                 fake = model.generator(torch.cat([torch.randn(v.shape[0], model.d_z, generator=gen, device=dev), a], 1))
             eps = torch.rand(v.shape[0], 1, generator=gen, device=dev)
@@ -142,7 +146,7 @@ def train_cgan(reader, iterations: int, beta: float = 0.1, alpha: float = 0.01, 
             d_loss.backward()
             opt_d.step()
         v, y, a, *_ = reader.get_batch_tensor("training")
-        v = v[:, :2]
+        v = v[:, :d]
         fake = model.generator(torch.cat([torch.randn(v.shape[0], model.d_z, generator=gen, device=dev), a], 1))
         g_loss = -model.score(fake, a).mean() + alpha * nn.functional.cross_entropy(clf(fake), y.long())
         if beta:
