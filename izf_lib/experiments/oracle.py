@@ -10,7 +10,6 @@ log-likelihood should approach the true one.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -142,7 +141,6 @@ def run_oracle(seed: int, device: str = "cpu", problem_kwargs: dict[str, Any] | 
     for part in ("unseen", "seen"):
         out[f"true_ll_{part}"], out[f"learned_ll_{part}"] = true[part], learned[part]
     out["chance_T1"] = 100.0 / len(data.unseen)
-    assert math.isfinite(out["learned_ll_unseen"]), "learned log-likelihood is not finite"
     return out
 
 
