@@ -174,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.seeds < 1 or args.iterations < 1 or args.jobs < 1:
                 raise ValueError("--seeds, --iterations and --jobs must be positive")
-            betas = [float(b) for b in args.betas.split(",") if b.strip()]
+            try:
+                betas = [float(b) for b in args.betas.split(",") if b.strip()]
+            except ValueError:
+                raise ValueError(f"--betas must be comma-separated numbers such as 0.1,0; got '{args.betas}'") from None
+            if not betas:
+                raise ValueError("--betas is empty: give at least one iMMD weight, e.g. 0.1,0")
             path = run_toy_grid(args.out, range(args.first_seed, args.first_seed + args.seeds), args.iterations,
                                 betas=betas, jobs=args.jobs, picture_seed=args.picture_seed,
                                 progress=not args.quiet)

@@ -67,6 +67,7 @@ def test_stacking_curve_passes_through_the_reported_point(tmp_path) -> None:
     assert set(curves) == {"IZF-NBC", "IZF-Softmax", "Gaussian generator + softmax"}
 
 
+@pytest.mark.slow
 def test_digits_grid_rows_do_not_depend_on_workers_and_resume(tmp_path) -> None:
     cfg = _tiny()
     a = run_digits_grid([(3, 6, 9), (0, 1, 2)], [0], cfg, tmp_path / "a", jobs=1, progress=False)

@@ -52,7 +52,8 @@ def test_reader_fixes_the_listing_bugs() -> None:
 
 def test_toy_metrics_on_known_samples() -> None:
     gen = torch.Generator().manual_seed(0)
-    unseen = torch.tensor([[1.0, 1.0]]) + TOY_SIGMA * torch.randn(4000, 2, generator=gen)
+    unseen = torch.tensor([[1.0, 1.0]]) + TOY_SIGMA * torch.randn(300, 2, generator=gen)  # the MMD reference
+    many = torch.tensor([[1.0, 1.0]]) + TOY_SIGMA * torch.randn(4000, 2, generator=gen)  # enough for a share
     perfect = torch.tensor([[1.0, 1.0]]).repeat(20, 1) + torch.tensor([[0.1, 0.0], [-0.1, 0.0]]).repeat(10, 1)
     m = toy_metrics(perfect, unseen)
     assert m["centre_error"] == pytest.approx(0.0, abs=1e-6) and m["near_share"] == 1.0
@@ -60,8 +61,8 @@ def test_toy_metrics_on_known_samples() -> None:
     m2 = toy_metrics(wrong, unseen)
     assert m2["centre_error"] == pytest.approx(2.0) and m2["near_share"] == 0.0 and m2["mmd"] > m["mmd"]
     # true samples score the Gaussian value 1 - exp(-k^2 / 2), and a far-away (diverged) generator scores 0
-    assert toy_metrics(unseen, unseen)["near_share"] == pytest.approx(NEAR_SHARE_TRUE, abs=0.02)
-    assert toy_metrics(unseen + 7.0, unseen)["near_share"] == 0.0
+    assert toy_metrics(many, unseen)["near_share"] == pytest.approx(NEAR_SHARE_TRUE, abs=0.02)
+    assert toy_metrics(many + 7.0, unseen)["near_share"] == 0.0
     assert run_status(False, m2) == "collapsed"  # zero spread
     assert run_status(True, m) == "diverged"
     assert run_status(False, {**m, "spread": 0.3}) == "ok"
@@ -96,3 +97,12 @@ def test_run_toy_is_deterministic_and_reports_status() -> None:
     assert a["status"] in {"ok", "diverged", "collapsed"} and a["generated"].shape == (24, 2)
     with pytest.raises(ValueError, match="IZF, CGAN or CVAE"):
         run_toy("GAN", 0, 1)
+
+
+def test_toy_command_rejects_bad_betas(tmp_path, capsys) -> None:
+    from izf_lib.__main__ import main
+
+    assert main(["toy", "--out", str(tmp_path), "--betas", "0.1,x", "--quiet"]) == 2
+    assert "--betas must be comma-separated numbers" in capsys.readouterr().err
+    assert main(["toy", "--out", str(tmp_path), "--betas", ",", "--quiet"]) == 2
+    assert "--betas is empty" in capsys.readouterr().err

@@ -34,6 +34,7 @@ def _poisoned(*args, **kwargs):
         y_test_unseen=torch.full_like(data.y_test_unseen, -1))
 
 
+@pytest.mark.slow
 def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, tmp_path, monkeypatch) -> None:
     clean = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "a", trials=3, space=TINY_SPACE, progress=False)
     monkeypatch.setattr(tune_module, "load_xlsa17", _poisoned)

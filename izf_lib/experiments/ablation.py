@@ -9,7 +9,6 @@ trade-off instead of the one point H reports.
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -29,7 +28,7 @@ from ..model import IZF
 from ..prepare import prepare_digits
 from ..train import load_checkpoint
 from .digits_splits import run_digits_split, split_name
-from .grid import Call, gather_json_rows, run_jobs, write_json_atomic
+from .grid import Call, gather_json_rows, read_csv_rows, run_jobs, write_csv, write_json_atomic
 from .zsl_baselines import GaussianGenerator
 
 __all__ = ["ABLATIONS", "ABLATION_PRESET", "DEFAULT_SPLIT", "stacking_curve", "run_ablation", "ablation_calls",
@@ -143,10 +142,7 @@ def write_ablation_csv(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     points = [p for f in sorted((out / "curves").glob("*.json")) for p in json.loads(f.read_text())["points"]]
     if points:
-        with (out / "stacking_curves.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(points[0]))
-            w.writeheader()
-            w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in p.items()} for p in points)
+        write_csv(out / "stacking_curves.csv", points, float_digits=6)
     order = list(ABLATIONS)
     return gather_json_rows(out, "ablation_runs.csv", key=lambda r: (order.index(r["setting"]), r["seed"]))
 
@@ -174,18 +170,8 @@ def run_tuned(out_dir: str | Path, seeds: Iterable[int] = (0, 1, 2), trials: int
             continue
         config = IZFConfig.from_dict({**chosen, "seed": int(seed)})
         with tempfile.TemporaryDirectory() as run_dir:
-            rows = run_digits_split(DEFAULT_SPLIT, config, run_dir)
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    rows = [r for p in sorted((out / "rows").glob("*.csv")) for r in csv.DictReader(p.open())]
-    path = out / "tuned_runs.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+            write_csv(path, run_digits_split(DEFAULT_SPLIT, config, run_dir))
+    return write_csv(out / "tuned_runs.csv", read_csv_rows(sorted((out / "rows").glob("*.csv"))))
 
 
 class FeatureReader:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import inspect
 import itertools
@@ -21,7 +20,7 @@ from ..data import ZSLData, load_xlsa17
 from ..experiment import fit
 from ..metrics import czsl_t1, gzsl_scores
 from ..prepare import prepare_digits
-from .grid import Call, run_jobs
+from .grid import Call, read_csv_rows, run_jobs, write_csv
 from .zsl_baselines import BASELINES
 
 __all__ = ["digit_splits", "split_name", "score_baseline", "run_digits_split", "run_digits_grid",
@@ -98,12 +97,7 @@ def _grid_job(job: tuple[tuple[int, ...], dict[str, Any], str, str, bool]) -> st
     rows = run_digits_split(unseen, config, out / "runs", device=device)
     if not keep_checkpoint:
         shutil.rmtree(out / "runs" / f"split_{split_name(unseen)}_seed{config.seed}", ignore_errors=True)
-    tmp = rows_dir / f"{name}.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(rows_dir / f"{name}.csv")  # done only once complete
+    write_csv(rows_dir / f"{name}.csv", rows, SPLIT_COLUMNS)  # atomic: a run is done once its file exists
     return name
 
 
@@ -137,17 +131,9 @@ def digits_grid_calls(splits: Iterable[Sequence[int]], seeds: Iterable[int], con
 def write_digits_csv(out_dir: str | os.PathLike, config: IZFConfig) -> Path:
     """Gather the rows of ``config``'s runs into ``out_dir/digits_splits.csv`` (sorted by split, seed, method)."""
     out = Path(out_dir)
-    rows: list[dict[str, str]] = []
-    for f in sorted(_rows_dir(out, config).glob("*.csv")):
-        with f.open() as fh:
-            rows.extend(csv.DictReader(fh))
+    rows = read_csv_rows(sorted(_rows_dir(out, config).glob("*.csv")))
     if not rows:
         raise FileNotFoundError(f"no DIGITS rows (*.csv) in {_rows_dir(out, config)}")
     order = {m: i for i, m in enumerate(["IZF-NBC", "IZF-Softmax", *BASELINES])}
     rows.sort(key=lambda r: (r["split"], int(r["seed"]), order.get(r["method"], len(order))))
-    path = out / "digits_splits.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_csv(out / "digits_splits.csv", rows, SPLIT_COLUMNS)

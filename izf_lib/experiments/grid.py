@@ -10,12 +10,14 @@ import csv
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Call", "run_jobs", "write_json_atomic", "gather_json_rows"]
+__all__ = ["Call", "run_jobs", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows"]
+
 
 def _single_threaded(call: tuple[Callable[..., Any], Any]) -> Any:
     fn, arg = call
@@ -40,19 +42,13 @@ def run_jobs(calls: Sequence[Call], jobs: int = 1, desc: str = "runs", progress:
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     done: list[str] = []
-    with tqdm(total=len(calls), desc=desc, disable=not progress) as bar:
-        if jobs == 1 or len(calls) <= 1:
-            names = map(_single_threaded, calls)
-            for name in names:
-                done.append(name)
-                bar.set_postfix_str(name)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for name in pool.map(_single_threaded, calls):
-                    done.append(name)
-                    bar.set_postfix_str(name)
-                    bar.update()
+    parallel = jobs > 1 and len(calls) > 1
+    with ProcessPoolExecutor(max_workers=jobs) if parallel else nullcontext() as pool, \
+            tqdm(total=len(calls), desc=desc, disable=not progress) as bar:
+        for name in (pool.map if parallel else map)(_single_threaded, calls):
+            done.append(name)
+            bar.set_postfix_str(name)
+            bar.update()
     return done
 
 
@@ -63,17 +59,37 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+              float_digits: int | None = None) -> Path:
+    """Write ``rows`` to ``path`` (columns: ``columns``, else every key in order of appearance), atomically.
+
+    ``float_digits`` rounds floats to that many significant digits; otherwise values are written as they are.
+    """
+    columns = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.{float_digits}g}" if float_digits and isinstance(v, float) else v)
+                        for k, v in r.items()})
+    tmp.replace(path)
+    return path
+
+
+def read_csv_rows(paths: Sequence[Path]) -> list[dict[str, str]]:
+    """The rows of every CSV file in ``paths``, in order (values as text)."""
+    rows: list[dict[str, str]] = []
+    for p in paths:
+        with Path(p).open(newline="") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
 def gather_json_rows(out_dir: Path, csv_name: str, key: Callable[[dict[str, Any]], Any]) -> Path:
     """Collect every ``*.json`` record in ``out_dir`` into ``out_dir/csv_name``, sorted by ``key``."""
     rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("*.json"))]
     if not rows:
         raise FileNotFoundError(f"no run records (*.json) in {out_dir}")
     rows.sort(key=key)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    path = Path(out_dir) / csv_name
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return path
+    return write_csv(Path(out_dir) / csv_name, rows, float_digits=6)
