@@ -28,6 +28,7 @@ from common import environment, matmul_gflops, peak_memory_mb, reset_peak, time_
 from izf_lib.config import IZFConfig  # noqa: E402
 from izf_lib.model import IZF  # noqa: E402
 from izf_lib.precision import PRECISIONS, matmul_precision  # noqa: E402
+from izf_lib.step import TrainStep  # noqa: E402
 from izf_lib.train import make_adam, resolve_device  # noqa: E402
 
 AWA1_TRAINVAL = 19832
@@ -82,6 +83,7 @@ def measure(args: argparse.Namespace) -> dict:
     att = torch.rand(50, args.d_a, device=device)
     unseen = torch.arange(40, 50, device=device)
     flops_gemm = gemm_shapes(args.batch, args.dim, args.hidden)
+    graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and device.type == "cuda")
     limits = {}
     # the limits of every policy this device supports, also those not timed (a slow bf16 GEMM explains a skip)
     for precision in sorted(set(args.precisions) | {"fp32", "bf16"} | ({"tf32"} if device.type == "cuda" else set())):
@@ -103,6 +105,17 @@ def measure(args: argparse.Namespace) -> dict:
                 with matmul_precision(precision, device):
                     out["runs"].append(_record(name, blocks, step, device, args, limits[precision], precision))
                 del model, opt, step
+                if graphs:
+                    model = IZF(att, args.dim, c).to(device)
+                    opt = make_adam(model.parameters(), c.lr, c.weight_decay, device, capturable=True)
+                    train_step = TrainStep(model, opt, v, y, y.cpu(), unseen, c, fixed_shapes=True)
+                    idx, gen = torch.arange(args.batch), torch.Generator(device=device).manual_seed(0)
+                    with matmul_precision(precision, device):
+                        rec = _record(f"{name}_graph", blocks, lambda t=train_step, i=idx, g=gen: t(i, g), device, args,
+                                      limits[precision], precision)
+                    rec["captured"] = train_step.captured
+                    out["runs"].append(rec)
+                    del model, opt, train_step
         if not args.no_freia:
             try:
                 net = freia_flow(args.dim, args.hidden, blocks, 2.0).to(device)
@@ -131,10 +144,14 @@ def measure(args: argparse.Namespace) -> dict:
             base = find(r["name"], blocks, "fp32")
             if base is not None:
                 r["speedup_vs_fp32"] = base["seconds_per_step"] / r["seconds_per_step"]
+            eager = find(r["name"].removesuffix("_graph"), blocks, r["precision"])
+            if r["name"].endswith("_graph") and eager is not None:
+                r["speedup_vs_eager"] = eager["seconds_per_step"] / r["seconds_per_step"]
             if ref is not None and r["name"] == "izf_nll":
                 r["speedup_vs_freia"] = ref["seconds_per_step"] / r["seconds_per_step"]
             print(f"K={blocks} {r['name']} {r['precision']}: {r.get('speedup_vs_fp32', float('nan')):.2f}x fp32"
-                  + (f", {r['speedup_vs_freia']:.2f}x the FrEIA-built reference" if "speedup_vs_freia" in r else ""))
+                  + (f", {r['speedup_vs_freia']:.2f}x the FrEIA-built reference" if "speedup_vs_freia" in r else "")
+                  + (f", {r['speedup_vs_eager']:.2f}x the eager step" if "speedup_vs_eager" in r else ""))
     return out
 
 
@@ -142,7 +159,7 @@ def _record(name: str, blocks: int, step, device: torch.device, args: argparse.N
             precision: str) -> dict:
     reset_peak(device)
     sec = time_fn(step, device, args.steps, warmup=args.warmup)
-    flops = step_flops(args.batch, args.dim, args.hidden, blocks) * (2.0 if name == "izf_full" else 1.0)
+    flops = step_flops(args.batch, args.dim, args.hidden, blocks) * (2.0 if name.startswith("izf_full") else 1.0)
     steps_per_epoch = -(-AWA1_TRAINVAL // args.batch)
     rec = {"name": name, "blocks": blocks, "precision": precision, "seconds_per_step": sec,
            "samples_per_second": args.batch / sec,
@@ -169,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-freia", action="store_true")
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32", "bf16"],
                    help="precision policies to time (fp32 is the baseline of the speed-ups)")
+    p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                   help="also time the training step replayed as a CUDA graph (auto: on a GPU; on: also on a CPU, "
+                        "where the fixed-shape step runs eagerly)")
     p.add_argument("--out", default="benchmarks/results/train_step.json")
     args = p.parse_args(argv)
     write_json(measure(args), args.out)

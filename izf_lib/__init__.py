@@ -14,6 +14,7 @@ Data
     ``data``         the xlsa17 loader with validation, splits, the bundled class-level files
     ``prepare``      writers of the DIGITS benchmark and synthetic surrogates in the xlsa17 layout
 Running
+    ``step``         one training step, eager or replayed from a CUDA graph (fixed shapes, pre-drawn noise)
     ``train``        the training loop: seeded, checkpointed, resumable, blind to test data
     ``evaluation``   scoring a trained model on held-out images (and the predictions behind it)
     ``experiment``   fit = train + score + epoch selection; RunResult reads and writes results.json

@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import CLASSIFIERS, PRESETS, SELECTION_RULES
 from .experiments.toy import FULL_ITERATIONS, FULL_SEEDS
 from .precision import PRECISIONS
+from .step import CUDA_GRAPH_MODES
 
 CLASSIFIER_CHOICES = (*CLASSIFIERS, "both")
 
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--precision", choices=PRECISIONS,
                     help="fp32 (default), bf16 (sub-network matmuls in bfloat16) or tf32 (CUDA); see izf_lib.precision")
     tr.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint.pt")
+    tr.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                    help="write RUNDIR/checkpoint.pt every N epochs and after the last (default 1)")
+    tr.add_argument("--cuda-graphs", choices=CUDA_GRAPH_MODES, default="auto",
+                    help="auto: on a GPU, replay the training step from a CUDA graph (izf_lib.step); off: eager")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="rescore a checkpoint without retraining")
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             config = IZFConfig.preset(args.preset, **overrides)
             data = load_xlsa17(args.dataset, args.data_dir, feature_scaling=config.feature_scaling)
             res = fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
-                      resume=args.resume, progress=not args.quiet, data_dir=args.data_dir)
+                      resume=args.resume, progress=not args.quiet, data_dir=args.data_dir,
+                      cuda_graphs=args.cuda_graphs, checkpoint_every=args.checkpoint_every)
             print(json.dumps({"czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection}, indent=1))
             print(f"wrote {Path(args.out) / 'results.json'}")
             return 0

@@ -117,8 +117,13 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     data_dir: str | None = None,
+    cuda_graphs: str = "auto",
+    checkpoint_every: int = 1,
 ) -> RunResult:
-    """Train, evaluate and select as ``config.selection`` says; writes ``out_dir/results.json``."""
+    """Train, evaluate and select as ``config.selection`` says; writes ``out_dir/results.json``.
+
+    ``cuda_graphs`` and ``checkpoint_every`` are passed to :func:`~izf_lib.train.train_model`.
+    """
     if data.feature_scaling != config.feature_scaling:
         raise ValueError(f"{data.name} was loaded with feature_scaling '{data.feature_scaling}' but the config asks "
                          f"for '{config.feature_scaling}'; load it with load_xlsa17(..., "
@@ -134,7 +139,7 @@ def fit(
 
     model, history = train_model(data.train_split(), config, dev, checkpoint=out / "checkpoint.pt", resume=resume,
                                  eval_fn=test_eval, progress=progress, desc=f"{data.name} seed {config.seed}",
-                                 meta=meta)
+                                 meta=meta, cuda_graphs=cuda_graphs, checkpoint_every=checkpoint_every)
     val_history = None
     if config.selection == "val":
         split, (v_s, y_s, v_u, y_u) = validation_split(data, config.val_fold, config.seed)
@@ -145,7 +150,8 @@ def fit(
 
         _, val_history = train_model(split, config, dev, checkpoint=out / "val_checkpoint.pt", resume=resume,
                                      eval_fn=val_eval, progress=progress,
-                                     desc=f"{data.name} val fold {config.val_fold}")
+                                     desc=f"{data.name} val fold {config.val_fold}", cuda_graphs=cuda_graphs,
+                                     checkpoint_every=checkpoint_every)
     chosen = select_epochs(history, val_history, classifiers, config.selection)
     by_epoch = {r["epoch"]: r for r in history}
     result = RunResult(
@@ -171,7 +177,8 @@ def fit(
         },
         environment={"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
                      "threads": torch.get_num_threads(),
-                     "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None},
+                     "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                     **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {})},
     )
     result.write(out)
     return result

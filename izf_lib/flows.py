@@ -116,7 +116,7 @@ class AffineCoupling(nn.Module):
     def _scale_shift(self, net: nn.Module, u: Tensor) -> tuple[Tensor, Tensor]:
         """(g(s), t) of a sub-network; under a ``compute_dtype`` only the sub-network's matmuls use it."""
         if self.compute_dtype is not None and u.dtype == torch.float32:
-            with torch.autocast(u.device.type, dtype=self.compute_dtype):
+            with torch.autocast(u.device.type, dtype=self.compute_dtype, cache_enabled=False):  # CUDA-graph safe
                 h = net(u)
             h = h.float()  # the clamp, exp and everything after it in float32 (izf_lib.precision)
         else:

@@ -18,6 +18,7 @@ __all__ = [
     "flow_nll",
     "flow_loss_dev",
     "class_groups",
+    "fixed_class_groups",
     "centralizing_loss",
     "imq_kernel",
     "mmd2",
@@ -63,16 +64,28 @@ def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor,
 
     Pulls each class's "centre" generation onto the class mean of real features
     (development code; the exact form in the main paper is a reconstruction). ``groups`` is
-    :func:`class_groups` of ``y``, when the caller has it already.
+    :func:`class_groups` of ``y``, when the caller has it already, or :func:`fixed_class_groups`
+    (classes with count 0 are left out of the sum).
     """
     classes, inverse, counts = groups if groups is not None else class_groups(y)
-    counts = counts.to(v.dtype)
     means = torch.zeros(classes.numel(), v.shape[1], dtype=v.dtype, device=v.device)
     means.index_add_(0, inverse, v)
-    means = means / counts[:, None]
     a = att[classes]
     centres = flow.inverse(merge_z(a, a.new_zeros(a.shape[0], v.shape[1] - a.shape[1])))
-    return (centres - means).norm(dim=1).sum()
+    means = means / counts.clamp_min(1).to(v.dtype)[:, None]
+    present = (counts > 0).to(v.dtype)  # classes absent from the batch (count 0) add nothing
+    return ((centres - means).norm(dim=1) * present).sum()
+
+
+def fixed_class_groups(y: Tensor, classes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`class_groups` over a fixed sorted class list (K,) that contains every label of ``y``.
+
+    The shapes do not depend on which classes the batch holds (absent ones get count 0), so a
+    step that uses them can be captured once as a CUDA graph and replayed for every batch.
+    """
+    inverse = torch.searchsorted(classes, y)
+    counts = (inverse[None, :] == torch.arange(classes.numel(), device=y.device)[:, None]).sum(1)  # no atomics
+    return classes, inverse, counts
 
 
 def imq_kernel(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:

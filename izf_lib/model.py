@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -9,6 +11,9 @@ from . import losses
 from .config import IZFConfig
 from .density import log_normal, log_prob_from_latent
 from .flows import IZFFlow, merge_z, split_z
+
+if TYPE_CHECKING:
+    from .step import StepNoise
 
 __all__ = ["IZF"]
 
@@ -55,24 +60,28 @@ class IZF(nn.Module):
         """Reverse pass: n features per attribute row of att (K, d_a); shape (K * n, d_v), class-major."""
         return self._decode(att.to(self.att.device, self.att.dtype).repeat_interleave(n, dim=0), generator)
 
-    def generate_classes(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One generated feature per class id in y (B,): v = f^{-1}([a_y, z_f]), z_f ~ N(0, I)."""
-        return self._decode(self.att[y], generator)
+    def generate_classes(self, y: Tensor, generator: torch.Generator | None = None,
+                         z_f: Tensor | None = None) -> Tensor:
+        """One generated feature per class id in y (B,): v = f^{-1}([a_y, z_f]), z_f ~ N(0, I) (or the given z_f)."""
+        return self._decode(self.att[y], generator, z_f)
 
-    def _decode(self, c: Tensor, generator: torch.Generator | None) -> Tensor:
-        """v = f^{-1}([c, z_f]) with a fresh z_f ~ N(0, I) per row of c (B, d_a)."""
-        z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
+    def _decode(self, c: Tensor, generator: torch.Generator | None, z_f: Tensor | None = None) -> Tensor:
+        """v = f^{-1}([c, z_f]) with a fresh z_f ~ N(0, I) per row of c (B, d_a), unless z_f is given."""
+        if z_f is None:
+            z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
         return self.flow.inverse(merge_z(c, z_f))
 
     def objective(
         self, v: Tensor, y: Tensor, unseen: Tensor, generator: torch.Generator | None = None,
-        groups: tuple[Tensor, Tensor, Tensor] | None = None,
+        groups: tuple[Tensor, Tensor, Tensor] | None = None, noise: StepNoise | None = None,
     ) -> dict[str, Tensor]:
         """The training loss L = lambda_1 L_flow + lambda_2 L_C + lambda_3 L_iMMD on one seen batch.
 
         ``v`` (B, d_v), ``y`` (B,) are real seen training pairs; the iMMD term generates B
         unseen features from the attributes of ``unseen`` only (no unseen images are used).
-        ``groups`` is :func:`~izf_lib.losses.class_groups` of ``y`` if the caller has it.
+        ``groups`` is :func:`~izf_lib.losses.class_groups` of ``y`` if the caller has it. The
+        iMMD draws come from ``generator``, or from ``noise`` when the caller drew them already
+        (:func:`~izf_lib.step.draw_noise` draws the same numbers from the same generator).
         """
         cfg = self.config
         c, z_f, log_det = self.encode(v)
@@ -87,8 +96,12 @@ class IZF(nn.Module):
             out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups)
             total = total + cfg.lambda_c * out["l_c"]
         if cfg.lambda_immd and unseen.numel():
-            pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)
-            v_gen = self.generate_classes(unseen[pick], generator)
+            if noise is not None and noise.pick is not None:
+                pick, z_f_gen = noise.pick, noise.z_f
+            else:
+                pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)
+                z_f_gen = None
+            v_gen = self.generate_classes(unseen[pick], generator, z_f_gen)
             out["l_immd"] = losses.immd_loss(v, v_gen, cfg.mmd_scales)
             total = total + cfg.lambda_immd * out["l_immd"]
         out["loss"] = total

@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from .config import IZFConfig
 from .data import TrainSplit
-from .losses import class_groups
 from .model import IZF
 from .precision import matmul_precision
 from .rng import STREAM_SHUFFLE, STREAM_TRAIN, make_generator
+from .step import CUDA_GRAPH_MODES, TrainStep
 
 __all__ = [
+    "CUDA_GRAPH_MODES",
     "TrainingDivergedError",
     "CheckpointError",
     "resolve_device",
@@ -54,17 +55,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+def make_adam(params, lr: float, weight_decay: float, device: torch.device,
+              capturable: bool = False) -> torch.optim.Adam:
     """Adam with the fused kernel (one pass over all parameters) where this torch supports it.
 
     Same update rule as the default implementation, in one pass over all parameters instead of
-    several (measured by benchmarks/train_step.py).
+    several (measured by benchmarks/train_step.py). ``capturable`` keeps the step count on the
+    device, as a CUDA graph of the step needs.
     """
     params = list(params)
+    extra = {"capturable": True} if capturable else {}
     try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, **extra)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **extra)
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -84,16 +88,27 @@ def train_model(
     progress: bool = True,
     desc: str = "IZF",
     meta: dict[str, Any] | None = None,
+    cuda_graphs: str = "auto",
+    checkpoint_every: int = 1,
 ) -> tuple[IZF, list[dict[str, Any]]]:
     """Train IZF on ``train`` for ``config.epochs`` epochs; returns the model and per-epoch history.
 
     Each epoch: shuffled batches of real seen pairs with dequantisation noise, the loss of
     :meth:`IZF.objective`, Adam with gradient-norm clipping. ``eval_fn(model, epoch)`` runs
     every ``config.eval_every`` epochs and at the last one. A checkpoint is written after
-    every epoch; with ``resume`` training continues from it and gives the same result.
+    ``checkpoint_every`` epochs and after the last; with ``resume`` training continues from it
+    and gives the same result. ``cuda_graphs``: ``auto`` replays the training step from a CUDA
+    graph on a GPU (:mod:`izf_lib.step`), ``on`` also runs its fixed-shape step on a CPU, ``off``
+    runs the eager step everywhere.
     """
+    if cuda_graphs not in CUDA_GRAPH_MODES:
+        raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPH_MODES}, got '{cuda_graphs}'")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    fixed_shapes = cuda_graphs == "on" or (cuda_graphs == "auto" and device.type == "cuda")
     model = IZF(train.att, train.d_v, config).to(device)
-    opt = make_adam(model.parameters(), config.lr, config.weight_decay, device)
+    opt = make_adam(model.parameters(), config.lr, config.weight_decay, device,
+                    capturable=fixed_shapes and device.type == "cuda")
     history: list[dict[str, Any]] = []
     start = 1
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -110,12 +125,14 @@ def train_model(
         print(f"no checkpoint at {checkpoint}: starting from epoch 1")
 
     v, y, unseen = train.v.to(device), train.y.to(device), train.unseen.to(device)
+    step_fn = TrainStep(model, opt, v, y, train.y, unseen, config, fixed_shapes=fixed_shapes)
     bar = tqdm(range(start, config.epochs + 1), desc=desc, disable=not progress, initial=start - 1, total=config.epochs)
     with matmul_precision(config.precision, device):
         for epoch in bar:
             snapshot = _snapshot(model, opt)
             t0 = time.perf_counter()
-            sums, batches = _run_epoch(model, opt, train.y, v, y, unseen, config, epoch, device)
+            batches = _run_epoch(step_fn, train.y, config, epoch, device)
+            sums = step_fn.sums
             means = dict(zip(sums, (torch.stack(list(sums.values())) / batches).tolist(), strict=True))  # one sync
             if not all(math.isfinite(x) for x in means.values()):
                 # Replay the epoch from its start with a check after every step: the same streams give the
@@ -126,7 +143,7 @@ def train_model(
                     if not torch.isfinite(out["loss"]):
                         _diverged(model, opt, config, out, epoch, step, checkpoint, meta)
 
-                _run_epoch(model, opt, train.y, v, y, unseen, config, epoch, device, on_step=check)
+                _run_epoch(step_fn, train.y, config, epoch, device, on_step=check)
                 raise TrainingDivergedError(
                     f"the mean training loss of epoch {epoch} was non-finite ({means}), but a replay of the epoch "
                     "from its start stayed finite (a non-deterministic kernel?); the model was not saved"
@@ -141,7 +158,7 @@ def train_model(
                 record["eval_seconds"] = time.perf_counter() - t1
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if checkpoint is not None:
+            if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == config.epochs):
                 _save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
                        "config": config.to_dict(), "d_v": train.d_v, "d_a": train.d_a, "meta": meta or {}}, checkpoint)
     return model, history
@@ -152,41 +169,23 @@ def _snapshot(model: IZF, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
 
 
-def _run_epoch(
-    model: IZF, opt: torch.optim.Optimizer, y_cpu: torch.Tensor, v: torch.Tensor, y: torch.Tensor,
-    unseen: torch.Tensor, config: IZFConfig, epoch: int, device: torch.device,
-    on_step: Callable[[dict[str, torch.Tensor], int], None] | None = None,
-) -> tuple[dict[str, torch.Tensor], int]:
-    """One epoch of updates; returns the per-term loss sums (float64, on the device) and the batch count.
+def _run_epoch(step_fn: TrainStep, y_cpu: torch.Tensor, config: IZFConfig, epoch: int, device: torch.device,
+               on_step: Callable[[dict[str, torch.Tensor], int], None] | None = None) -> int:
+    """One epoch of updates; the loss-term sums stay on the device in ``step_fn.sums``. Returns the batch count.
 
-    Nothing is read back to the host: the batch order and each batch's class groups for L_C are
-    computed on the CPU, and the loss terms are summed on the device. ``on_step(out, step)`` runs
-    before each update (the divergence replay uses it to check every step).
+    Nothing is read back to the host: the batch order is drawn on the CPU and each step's draws
+    on the device. ``on_step(out, step)`` runs before each update (the divergence replay uses it
+    to check every step).
     """
     dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, device)
     perm = torch.randperm(y_cpu.numel(), generator=make_generator(config.seed, STREAM_SHUFFLE, epoch))
-    model.train()
-    sums: dict[str, torch.Tensor] = {}
+    step_fn.model.train()
+    step_fn.reset()
     batches = 0
     for step, s in enumerate(range(0, perm.numel(), config.batch_size)):
-        idx_cpu = perm[s:s + config.batch_size]
-        idx = idx_cpu.to(device, non_blocking=True)
-        vb = v[idx]
-        if config.dequant:
-            vb = vb + config.dequant * torch.rand(vb.shape, generator=dev_gen, device=device)
-        groups = class_groups(y_cpu[idx_cpu], device)
-        out = model.objective(vb, y[idx], unseen, dev_gen, groups=groups)
-        if on_step is not None:
-            on_step(out, step)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        for k, val in out.items():
-            term = val.detach().double()
-            sums[k] = sums[k] + term if k in sums else term
+        step_fn(perm[s:s + config.batch_size], dev_gen, on_step, step)
         batches += 1
-    return sums, batches
+    return batches
 
 
 def _diverged(model: IZF, opt, config: IZFConfig, out: dict, epoch: int, step: int,

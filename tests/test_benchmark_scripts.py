@@ -22,7 +22,7 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     step = json.loads((tmp_path / "train_step.json").read_text())
     names = {r["name"] for r in step["runs"]}
-    assert names == {"izf_full", "izf_nll", "freia_nll"}
+    assert names == {"izf_full", "izf_nll", "freia_nll"}  # no *_graph rows without a GPU
     assert {r["precision"] for r in step["runs"]} == {"fp32", "tf32", "bf16"}
     assert set(step["matmul_limits_gflops"]) == {"fp32", "tf32", "bf16"}
     nll = next(r for r in step["runs"] if r["name"] == "izf_nll" and r["precision"] == "fp32")
@@ -37,6 +37,23 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
         results = json.loads((tmp_path / f"awa1_{precision}" / "results.json").read_text())
         assert {"nbc", "softmax"} == set(results["gzsl"]) and results["config"]["precision"] == precision
         assert results["data"]["d_a"] == 85 and results["data"]["d_v"] == 128
+    for name, compared in (("graph_parity", ["off", "auto"]), ("eager_parity", ["off (1)", "off (2)"])):
+        parity = json.loads((tmp_path / f"{name}.json").read_text())
+        assert parity["compared"] == compared and set(parity["runs"]) == set(compared)
+        assert parity["max_relative_loss_difference"] == 0.0  # on a CPU, auto is the eager step: identical
+    assert not (tmp_path / "data").exists()  # the surrogate is removed at the end
+
+
+def test_train_step_times_the_fixed_shape_step_on_request(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_step import main as train_step_main
+
+    out = tmp_path / "step.json"
+    train_step_main(["--dim", "32", "--d-a", "4", "--hidden", "16", "--batch", "16", "--blocks", "2", "--steps", "1",
+                     "--warmup", "1", "--precisions", "fp32", "--no-freia", "--cuda-graphs", "on", "--out", str(out)])
+    runs = {r["name"]: r for r in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"izf_full", "izf_nll", "izf_full_graph", "izf_nll_graph"}
+    assert runs["izf_full_graph"]["speedup_vs_eager"] > 0 and runs["izf_full_graph"]["captured"] is False  # CPU
 
 
 def test_step_flops_counts_the_gemms() -> None:
