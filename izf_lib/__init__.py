@@ -23,8 +23,8 @@ Running
     ``__main__``     the command line: prepare, train, evaluate, tune, toy
 Experiments (``izf_lib.experiments``: what reproduces one figure or table)
     ``toy``, ``toy_baselines``, ``zsl_baselines``, ``digits_splits``, ``reported``, ``oracle`` (data
-    from a known IZF model), ``ablation`` (DIGITS ablations, stacking curves), ``grid`` (parallel,
-    resumable runs)
+    from a known IZF model), ``ablation`` (DIGITS ablations, stacking curves), ``diagnosis`` (where a
+    generator puts the unseen class means), ``grid`` (parallel, resumable runs)
 """
 
 __version__ = "0.1.0"

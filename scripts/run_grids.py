@@ -10,6 +10,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
             (3, 6, 9) and 9 evenly spaced 3-unseen splits x 3 seeds, IZF beside the baselines
   oracle    IZF on data drawn from a known IZF model, 10 seeds x 2 objectives
   ablation  DIGITS default split, every setting of izf_lib.experiments.ablation x 3 seeds (quick)
+  ablation_splits  the settings in ablation.SPLIT_SETTINGS on the 9 other splits of ablation.SPLIT_SUBSET x 3 seeds
+  diagnosis  IZF (quick) and the Gaussian generator on ablation.SPLIT_SUBSET x 3 seeds: scores and where each
+            puts the unseen class means (izf_lib.experiments.diagnosis)
   tuned     `tune` on the default split's validation classes (alone: its time is reported), then the
             chosen settings x 3 seeds beside the baselines; runs before the pool
   gan       supplementary 4.2's CGAN + iMMD (the toy's trainer) on DIGITS, beta in {0.1, 0} x 3 seeds x 1000 iterations
@@ -32,11 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
-from izf_lib.experiments import ablation, digits_splits, oracle, toy  # noqa: E402
+from izf_lib.experiments import ablation, diagnosis, digits_splits, oracle, toy  # noqa: E402
 from izf_lib.experiments.grid import run_jobs  # noqa: E402
 
-GRIDS = ("toy", "digits", "oracle", "ablation", "tuned", "gan")
-DIGITS_FULL_SPLITS = 9  # evenly spaced 3-unseen splits besides the default one
+GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         calls += toy_calls["IZF"]  # the longest runs first, so the pool stays busy to the end
         writers.append(lambda: toy.write_toy_csv(out / "toy"))
     if "digits" in args.only:
-        splits = [ablation.DEFAULT_SPLIT] + [s for s in digits_splits.digit_splits(3, limit=DIGITS_FULL_SPLITS)
-                                             if s != ablation.DEFAULT_SPLIT]
+        splits = ablation.SPLIT_SUBSET
         config = IZFConfig.preset("full", eval_every=0, **({"epochs": 1, "softmax_steps": 5, "hidden": 16}
                                                             if smoke else {}))
         calls += digits_splits.digits_grid_calls(splits[:2] if smoke else splits, range(3), config,
@@ -71,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         calls += ablation.ablation_calls(out / "ablation", range(1 if smoke else 3),
                                          ["defaults", "hidden 64"] if smoke else tuple(ablation.ABLATIONS))
         writers.append(lambda: ablation.write_ablation_csv(out / "ablation"))
+    if "ablation_splits" in args.only:
+        others = [sp for sp in ablation.SPLIT_SUBSET if sp != ablation.DEFAULT_SPLIT]
+        calls += ablation.ablation_calls(out / "ablation", range(1 if smoke else 3),
+                                         ["defaults"] if smoke else ablation.SPLIT_SETTINGS,
+                                         others[:1] if smoke else others)
+        writers.append(lambda: ablation.write_ablation_csv(out / "ablation"))
+    if "diagnosis" in args.only:
+        splits = ablation.SPLIT_SUBSET[:1] if smoke else ablation.SPLIT_SUBSET
+        calls += diagnosis.diagnosis_calls(out / "diagnosis", splits, range(1 if smoke else 3))
+        writers.append(lambda: diagnosis.write_diagnosis_csv(out / "diagnosis"))
     if "gan" in args.only:
         calls += ablation.gan_calls(out / "gan", range(3), iterations=20 if smoke else 1000)
         writers.append(lambda: ablation.write_gan_csv(out / "gan"))

@@ -128,13 +128,15 @@ def test_selection_rules_are_explicit(synthetic_dir: Path, tmp_path: Path, rule:
         assert res.gzsl[clf] == test_eval["gzsl"][clf]
 
 
-def test_non_finite_loss_raises_and_saves_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cuda_graphs", ["off", "on"])  # on: the fixed-shape step (izf_lib.step) names it too
+def test_non_finite_loss_raises_and_saves_state(tmp_path: Path, cuda_graphs: str) -> None:
     att = torch.rand(4, 2)
     v = torch.rand(16, 6)
     v[3, 0] = 1e38  # overflows inside the flow
     split = TrainSplit(v, torch.tensor([0, 1] * 8), att, torch.tensor([0, 1]), torch.tensor([2, 3]))
     with pytest.raises(TrainingDivergedError, match="non-finite at epoch 1, step 0"):
-        train_model(split, replace(SMALL, hidden=8, batch_size=16), CPU, checkpoint=tmp_path / "c.pt", progress=False)
+        train_model(split, replace(SMALL, hidden=8, batch_size=16), CPU, checkpoint=tmp_path / "c.pt", progress=False,
+                    cuda_graphs=cuda_graphs)
     assert (tmp_path / "diverged_state.pt").is_file()
 
 

@@ -1,7 +1,8 @@
 """Ablations on DIGITS: which part of IZF matters, and the seen/unseen trade-off H hides.
 
 Each setting is a set of :class:`~izf_lib.config.IZFConfig` overrides on the ``quick`` preset,
-trained on the default DIGITS split (3, 6, 9 unseen) for several seeds. For the default
+trained on the default DIGITS split (3, 6, 9 unseen) for several seeds, and a stated subset of
+settings on :data:`SPLIT_SUBSET` (the default split and 9 evenly spaced others). For the default
 setting the GZSL classifiers are also swept by calibrated stacking: a constant gamma
 subtracted from every seen class's score trades S for U, and the curve shows the whole
 trade-off instead of the one point H reports.
@@ -27,11 +28,12 @@ from ..metrics import gzsl_scores
 from ..model import IZF
 from ..prepare import prepare_digits
 from ..train import load_checkpoint
-from .digits_splits import run_digits_split, split_name
+from .digits_splits import digit_splits, run_digits_split, split_name
 from .grid import Call, gather_json_rows, read_csv_rows, run_jobs, write_csv, write_json_atomic
 from .zsl_baselines import GaussianGenerator
 
-__all__ = ["ABLATIONS", "ABLATION_PRESET", "DEFAULT_SPLIT", "stacking_curve", "run_ablation", "ablation_calls",
+__all__ = ["ABLATIONS", "ABLATION_PRESET", "DEFAULT_SPLIT", "SPLIT_SUBSET", "SPLIT_SETTINGS",
+           "stacking_curve", "run_ablation", "ablation_calls",
            "write_ablation_csv", "run_tuned",
            "FeatureReader", "CGANGenerator", "gan_calls", "write_gan_csv"]
 
@@ -54,6 +56,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "softmax unseen:seen 2": {"softmax_unseen_ratio": 2.0},
 }
 N_POINTS = 21  # points on each stacking curve
+# the default split and 9 evenly spaced 3-unseen splits (the results chapter's full-configuration subset)
+SPLIT_SUBSET: list[tuple[int, ...]] = [DEFAULT_SPLIT] + [s for s in digit_splits(3, limit=9) if s != DEFAULT_SPLIT]
+# the settings also run on every split of SPLIT_SUBSET: the main paper's ablations (L_C, iMMD, K) and the two
+# settings with the largest effects on the default split (width, the softmax's balance)
+SPLIT_SETTINGS = ("defaults", "no L_C (lambda_2 = 0)", "no iMMD (lambda_3 = 0)", "K = 1 block", "hidden 256",
+                  "softmax unseen:seen 0.5")
 
 
 def _curve(scores: Tensor, n_seen: int, classes: Tensor, y_seen: Tensor, y_unseen: Tensor,
@@ -96,15 +104,21 @@ def stacking_curve(model: IZF, data: ZSLData, config: IZFConfig, epoch: int) -> 
     return {m: _curve(s, n_seen, both, data.y_test_seen, data.y_test_unseen, n_rows) for m, s in scores.items()}
 
 
-def _ablation_job(job: tuple[str, int, str, bool]) -> str:
-    setting, seed, out_dir, curve = job
+def _run_name(setting: str, seed: int, split: Sequence[int]) -> str:
+    """The run's file name: ``NN_seedK`` on the default split (as first stored), ``NN_<split>_seedK`` elsewhere."""
+    idx = list(ABLATIONS).index(setting)
+    return f"{idx:02d}_seed{seed}" if tuple(split) == DEFAULT_SPLIT else f"{idx:02d}_{split_name(split)}_seed{seed}"
+
+
+def _ablation_job(job: tuple[str, int, str, bool, tuple[int, ...]]) -> str:
+    setting, seed, out_dir, curve, split = job
     config = IZFConfig.preset(ABLATION_PRESET, eval_every=0, seed=seed, **ABLATIONS[setting])
-    name = f"{list(ABLATIONS).index(setting):02d}_seed{seed}"
+    name = _run_name(setting, seed, split)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare_digits(tmp, unseen=DEFAULT_SPLIT, seed=0)
+        prepare_digits(tmp, unseen=split, seed=0)
         data = load_xlsa17("DIGITS", tmp, feature_scaling=config.feature_scaling)
         res = fit(data, config, Path(tmp) / "run", device="cpu", progress=False)
-        record: dict[str, Any] = {"setting": setting, "seed": seed, "split": split_name(DEFAULT_SPLIT),
+        record: dict[str, Any] = {"setting": setting, "seed": seed, "split": split_name(split),
                                   "epochs": config.epochs}
         for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
             record.update({f"{label} {k}": v for k, v in res.scores(clf).items()})
@@ -119,22 +133,27 @@ def _ablation_job(job: tuple[str, int, str, bool]) -> str:
 
 
 def run_ablation(out_dir: str | Path, seeds: Iterable[int], settings: Sequence[str] = tuple(ABLATIONS),
-                 jobs: int = 1, progress: bool = True) -> Path:
-    """Every setting x seed not yet in ``out_dir``; writes ``ablation_runs.csv`` and ``stacking_curves.csv``."""
-    run_jobs(ablation_calls(out_dir, seeds, settings), jobs, desc="ablation runs", progress=progress)
+                 jobs: int = 1, progress: bool = True, splits: Sequence[Sequence[int]] = (DEFAULT_SPLIT,)) -> Path:
+    """Every setting x split x seed not yet in ``out_dir``; writes ``ablation_runs.csv`` and ``stacking_curves.csv``."""
+    run_jobs(ablation_calls(out_dir, seeds, settings, splits), jobs, desc="ablation runs", progress=progress)
     return write_ablation_csv(out_dir)
 
 
-def ablation_calls(out_dir: str | Path, seeds: Iterable[int], settings: Sequence[str] = tuple(ABLATIONS)) -> list[Call]:
-    """The ablation runs not yet done in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`."""
+def ablation_calls(out_dir: str | Path, seeds: Iterable[int], settings: Sequence[str] = tuple(ABLATIONS),
+                   splits: Sequence[Sequence[int]] = (DEFAULT_SPLIT,)) -> list[Call]:
+    """The ablation runs not yet done in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`.
+
+    The stacking curves are drawn for the default setting on the default split only.
+    """
     unknown = sorted(set(settings) - set(ABLATIONS))
     if unknown:
         raise ValueError(f"unknown ablation settings {unknown}; choose from {list(ABLATIONS)}")
     out = Path(out_dir)
     (out / "curves").mkdir(parents=True, exist_ok=True)
     seeds = list(seeds)
-    return [(_ablation_job, (s, int(seed), str(out), s == "defaults")) for s in settings for seed in seeds
-            if not (out / f"{list(ABLATIONS).index(s):02d}_seed{int(seed)}.json").exists()]
+    return [(_ablation_job, (s, int(seed), str(out), s == "defaults" and tuple(sp) == DEFAULT_SPLIT, tuple(sp)))
+            for sp in splits for s in settings for seed in seeds
+            if not (out / f"{_run_name(s, int(seed), sp)}.json").exists()]
 
 
 def write_ablation_csv(out_dir: str | Path) -> Path:
@@ -143,8 +162,9 @@ def write_ablation_csv(out_dir: str | Path) -> Path:
     points = [p for f in sorted((out / "curves").glob("*.json")) for p in json.loads(f.read_text())["points"]]
     if points:
         write_csv(out / "stacking_curves.csv", points, float_digits=6)
-    order = list(ABLATIONS)
-    return gather_json_rows(out, "ablation_runs.csv", key=lambda r: (order.index(r["setting"]), r["seed"]))
+    order, default = list(ABLATIONS), split_name(DEFAULT_SPLIT)
+    return gather_json_rows(out, "ablation_runs.csv",
+                            key=lambda r: (r["split"] != default, r["split"], order.index(r["setting"]), r["seed"]))
 
 
 def run_tuned(out_dir: str | Path, seeds: Iterable[int] = (0, 1, 2), trials: int = 16, budget_minutes: float = 12.0,

@@ -88,6 +88,7 @@ class GaussianGenerator:
         cov = (resid.T @ resid / max(1, v.shape[0] - len(seen))
                + self.shrink * torch.eye(v.shape[1], dtype=torch.float64))
         chol = torch.linalg.cholesky(cov)
+        self._ridge_map = (a_mean, w, m_mean)
         mu_u = (att[unseen] - a_mean) @ w + m_mean
         y_gen = unseen.repeat_interleave(self.n)
         eps = torch.randn(len(y_gen), v.shape[1], generator=gen, dtype=torch.float64)
@@ -97,6 +98,11 @@ class GaussianGenerator:
         self.gzsl = self._softmax(torch.cat([train.v, v_gen.float()]), torch.cat([y, y_gen]),
                                   torch.cat([seen, unseen]), gen)
         return self
+
+    def class_means(self, att: Tensor) -> Tensor:
+        """The generator's class means for attribute rows ``att`` (K, d_a): the fitted ridge map, (K, d_v) float64."""
+        a_mean, w, m_mean = self._ridge_map
+        return (att.double() - a_mean) @ w + m_mean
 
     def _softmax(self, v: Tensor, y: Tensor, classes: Tensor, gen: torch.Generator) -> SoftmaxClassifier:
         return fit_softmax(v, y, classes, self.steps, self.lr, gen)
