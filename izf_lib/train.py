@@ -131,7 +131,7 @@ def train_model(
         for epoch in bar:
             snapshot = _snapshot(model, opt)
             t0 = time.perf_counter()
-            batches = _run_epoch(step_fn, train.y, config, epoch, device)
+            batches = _run_epoch(step_fn, epoch)
             sums = step_fn.sums
             means = dict(zip(sums, (torch.stack(list(sums.values())) / batches).tolist(), strict=True))  # one sync
             if not all(math.isfinite(x) for x in means.values()):
@@ -143,7 +143,7 @@ def train_model(
                     if not torch.isfinite(out["loss"]):
                         _diverged(model, opt, config, out, epoch, step, checkpoint, meta)
 
-                _run_epoch(step_fn, train.y, config, epoch, device, on_step=check)
+                _run_epoch(step_fn, epoch, on_step=check)
                 raise TrainingDivergedError(
                     f"the mean training loss of epoch {epoch} was non-finite ({means}), but a replay of the epoch "
                     "from its start stayed finite (a non-deterministic kernel?); the model was not saved"
@@ -169,16 +169,17 @@ def _snapshot(model: IZF, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
 
 
-def _run_epoch(step_fn: TrainStep, y_cpu: torch.Tensor, config: IZFConfig, epoch: int, device: torch.device,
-               on_step: Callable[[dict[str, torch.Tensor], int], None] | None = None) -> int:
+def _run_epoch(step_fn: TrainStep, epoch: int, on_step: Callable[[dict[str, torch.Tensor], int], None] | None = None
+               ) -> int:
     """One epoch of updates; the loss-term sums stay on the device in ``step_fn.sums``. Returns the batch count.
 
     Nothing is read back to the host: the batch order is drawn on the CPU and each step's draws
     on the device. ``on_step(out, step)`` runs before each update (the divergence replay uses it
     to check every step).
     """
-    dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, device)
-    perm = torch.randperm(y_cpu.numel(), generator=make_generator(config.seed, STREAM_SHUFFLE, epoch))
+    config = step_fn.config
+    dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, step_fn.device)
+    perm = torch.randperm(step_fn.y_cpu.numel(), generator=make_generator(config.seed, STREAM_SHUFFLE, epoch))
     step_fn.model.train()
     step_fn.reset()
     batches = 0

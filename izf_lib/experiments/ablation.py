@@ -21,14 +21,14 @@ from torch import Tensor
 
 from ..classifiers import train_softmax
 from ..config import IZFConfig
-from ..data import TrainSplit, ZSLData, load_xlsa17
+from ..data import TrainSplit, ZSLData
 from ..evaluation import evaluation_generator
 from ..experiment import fit
 from ..metrics import gzsl_scores
 from ..model import IZF
 from ..prepare import prepare_digits
 from ..train import load_checkpoint
-from .digits_splits import digit_splits, run_digits_split, split_name
+from .digits_splits import digit_splits, digits_split_data, izf_columns, run_digits_split, score_baseline, split_name
 from .grid import Call, gather_json_rows, read_csv_rows, run_jobs, write_csv, write_json_atomic
 from .zsl_baselines import GaussianGenerator
 
@@ -114,14 +114,11 @@ def _ablation_job(job: tuple[str, int, str, bool, tuple[int, ...]]) -> str:
     setting, seed, out_dir, curve, split = job
     config = IZFConfig.preset(ABLATION_PRESET, eval_every=0, seed=seed, **ABLATIONS[setting])
     name = _run_name(setting, seed, split)
+    data = digits_split_data(split, config.feature_scaling)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare_digits(tmp, unseen=split, seed=0)
-        data = load_xlsa17("DIGITS", tmp, feature_scaling=config.feature_scaling)
         res = fit(data, config, Path(tmp) / "run", device="cpu", progress=False)
         record: dict[str, Any] = {"setting": setting, "seed": seed, "split": split_name(split),
-                                  "epochs": config.epochs}
-        for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
-            record.update({f"{label} {k}": v for k, v in res.scores(clf).items()})
+                                  "epochs": config.epochs, **izf_columns(res)}
         if curve:
             model, _, _ = load_checkpoint(Path(tmp) / "run" / "checkpoint.pt", "cpu")
             curves = stacking_curve(model, data, config, res.selection["epochs"]["softmax"])
@@ -255,11 +252,7 @@ class CGANGenerator:
 
 def _gan_job(job: tuple[float, int, int, str]) -> str:
     beta, seed, iterations, out_dir = job
-    from .digits_splits import score_baseline
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prepare_digits(tmp, unseen=DEFAULT_SPLIT, seed=0)
-        data = load_xlsa17("DIGITS", tmp)
+    data = digits_split_data(DEFAULT_SPLIT)
     model = CGANGenerator(beta=beta, iterations=iterations, seed=seed).fit(data.train_split())
     name = f"gan_beta{beta:g}_seed{seed}"
     write_json_atomic(Path(out_dir) / f"{name}.json",

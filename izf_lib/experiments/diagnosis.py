@@ -26,13 +26,12 @@ import torch
 from torch import Tensor
 
 from ..config import IZFConfig
-from ..data import ZSLData, load_xlsa17
+from ..data import ZSLData
 from ..experiment import fit
 from ..model import IZF
-from ..prepare import prepare_digits
 from ..rng import STREAM_DIAGNOSIS, make_generator
 from ..train import load_checkpoint
-from .digits_splits import score_baseline, split_name
+from .digits_splits import digits_split_data, izf_columns, score_baseline, split_name
 from .grid import Call, gather_json_rows, run_jobs, write_json_atomic
 from .zsl_baselines import GaussianGenerator
 
@@ -101,15 +100,13 @@ def _diagnosis_job(job: tuple[tuple[int, ...], int, str, str]) -> str:
     unseen, seed, preset, out_dir = job
     config = IZFConfig.preset(preset, eval_every=0, seed=seed)
     name = f"{split_name(unseen)}_seed{seed}"
+    data = digits_split_data(unseen, config.feature_scaling)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare_digits(tmp, unseen=unseen, seed=0)
-        data = load_xlsa17("DIGITS", tmp, feature_scaling=config.feature_scaling)
         res = fit(data, config, Path(tmp) / "run", device="cpu", progress=False)
         model, _, _ = load_checkpoint(Path(tmp) / "run" / "checkpoint.pt", "cpu")
     gauss = GaussianGenerator(seed=seed).fit(data.train_split())
-    record: dict[str, Any] = {"split": split_name(unseen), "seed": seed, "preset": preset, "epochs": config.epochs}
-    for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
-        record.update({f"{label} {k}": v for k, v in res.scores(clf).items()})
+    record: dict[str, Any] = {"split": split_name(unseen), "seed": seed, "preset": preset, "epochs": config.epochs,
+                              **izf_columns(res)}
     record.update({f"Gaussian {k}": v for k, v in score_baseline(gauss, data).items()})
     record.update(diagnose(model, gauss, data, seed))
     write_json_atomic(Path(out_dir) / f"{name}.json", record)

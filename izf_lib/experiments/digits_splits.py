@@ -17,14 +17,14 @@ import torch
 
 from ..config import IZFConfig
 from ..data import ZSLData, load_xlsa17
-from ..experiment import fit
+from ..experiment import RunResult, fit
 from ..metrics import czsl_t1, gzsl_scores
 from ..prepare import prepare_digits
 from .grid import Call, read_csv_rows, run_jobs, write_csv
 from .zsl_baselines import BASELINES
 
-__all__ = ["digit_splits", "split_name", "score_baseline", "run_digits_split", "run_digits_grid",
-           "digits_grid_calls", "write_digits_csv", "config_key", "SPLIT_COLUMNS"]
+__all__ = ["digit_splits", "split_name", "digits_split_data", "izf_columns", "score_baseline", "run_digits_split",
+           "run_digits_grid", "digits_grid_calls", "write_digits_csv", "config_key", "SPLIT_COLUMNS"]
 
 SPLIT_COLUMNS = ["split", "seed", "method", "T1", "U", "S", "H"]
 
@@ -46,6 +46,19 @@ def split_name(unseen: Sequence[int]) -> str:
     return "-".join(str(d) for d in unseen)
 
 
+def digits_split_data(unseen: Sequence[int], feature_scaling: str = "minmax") -> ZSLData:
+    """DIGITS with ``unseen`` digits, written to a temporary folder and loaded into memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_digits(tmp, unseen=tuple(unseen), seed=0)
+        return load_xlsa17("DIGITS", tmp, feature_scaling=feature_scaling)
+
+
+def izf_columns(res: RunResult) -> dict[str, float]:
+    """A run's scores as flat columns: ``IZF-NBC T1``, ..., ``IZF-Softmax H``."""
+    return {f"{label} {k}": v for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax"))
+            for k, v in res.scores(clf).items()}
+
+
 def score_baseline(model: Any, data: ZSLData) -> dict[str, float]:
     """CZSL T1 and GZSL U, S, H (percent) of a fitted baseline with ``predict(v, classes)``."""
     both = torch.cat([data.seen, data.unseen])
@@ -62,9 +75,7 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
     The IZF run (checkpoint and results.json) is written under ``run_dir``.
     """
     split = split_name(unseen)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepare_digits(tmp, unseen=unseen, seed=0)
-        data = load_xlsa17("DIGITS", tmp, feature_scaling=config.feature_scaling)
+    data = digits_split_data(unseen, config.feature_scaling)
     rows = []
     res = fit(data, config, Path(run_dir) / f"split_{split}_seed{config.seed}", device=device, progress=False)
     for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
