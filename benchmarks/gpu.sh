@@ -16,6 +16,12 @@ PARTS=${PARTS:-step scaling parity train}
 BLOCKS=${BLOCKS:-5 10}
 DATA=${DATA:-$OUT/data}  # the AWA1-shaped surrogate (about 250 MB); removed at the end unless DATA is given
 has() { [[ " $PARTS " == *" $1 "* ]]; }
+for part in $PARTS; do
+  case "$part" in
+    step|scaling|parity|train) ;;
+    *) echo "gpu.sh: unknown part '$part' in PARTS; choose from: step scaling parity train" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT"
 if [ "${TINY:-0}" = "1" ]; then
   STEP_ARGS=(--dim 64 --d-a 8 --hidden 32 --batch 32 --steps 2 --warmup 1)

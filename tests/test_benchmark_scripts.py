@@ -44,6 +44,14 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # the surrogate is removed at the end
 
 
+def test_gpu_script_rejects_an_unknown_part(tmp_path: Path) -> None:
+    env = {**os.environ, "PARTS": "step trian", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown part 'trian'" in proc.stderr
+    assert not (tmp_path / "out").exists()  # rejected before anything runs
+
+
 def test_train_step_times_the_fixed_shape_step_on_request(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from train_step import main as train_step_main
