@@ -12,9 +12,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
   ablation  DIGITS default split, every setting of izf_lib.experiments.ablation x 3 seeds (quick)
   ablation_splits  the settings in ablation.SPLIT_SETTINGS on the 9 other splits of ablation.SPLIT_SUBSET x 3 seeds
   diagnosis  IZF (quick) and the Gaussian generator on ablation.SPLIT_SUBSET x 3 seeds: scores and where each
-            puts the unseen class means (izf_lib.experiments.diagnosis)
-  tuned     `tune` on the default split's validation classes (alone: its time is reported), then the
-            chosen settings x 3 seeds beside the baselines; runs before the pool
+            puts the unseen class means (izf_lib.experiments.diagnosis); again for IZF without iMMD
+  tuned     `tune` on each split of ablation.SPLIT_SUBSET (its own seen classes only; 16 trials, one thread
+            each, its time in tunes.csv), then each split's chosen settings x 3 seeds beside the baselines
   gan       supplementary 4.2's CGAN + iMMD (the toy's trainer) on DIGITS, beta in {0.1, 0} x 3 seeds x 1000 iterations
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         splits = ablation.SPLIT_SUBSET[:1] if smoke else ablation.SPLIT_SUBSET
         calls += diagnosis.diagnosis_calls(out / "diagnosis", splits, range(1 if smoke else 3))
         writers.append(lambda: diagnosis.write_diagnosis_csv(out / "diagnosis"))
+        no_immd = ablation.ABLATIONS["no iMMD (lambda_3 = 0)"]  # the variant closest to the Gaussian generator
+        calls += diagnosis.diagnosis_calls(out / "diagnosis_no_immd", splits, range(1 if smoke else 3),
+                                           overrides=no_immd)
+        writers.append(lambda: diagnosis.write_diagnosis_csv(out / "diagnosis_no_immd"))
     if "gan" in args.only:
         calls += ablation.gan_calls(out / "gan", range(3), iterations=20 if smoke else 1000)
         writers.append(lambda: ablation.write_gan_csv(out / "gan"))
@@ -90,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         calls += oracle.oracle_grid_calls(out / "oracle", range(1 if smoke else 10))
         writers.append(lambda: oracle.write_oracle_csv(out / "oracle"))
     start = time.perf_counter()
-    if "tuned" in args.only:
-        print(f"wrote {ablation.run_tuned(out / 'tuned', trials=2 if smoke else 16)}", flush=True)
+    if "tuned" in args.only:  # every split's tune first: its runs need the chosen settings
+        splits = ablation.SPLIT_SUBSET[:2] if smoke else ablation.SPLIT_SUBSET
+        run_jobs(ablation.tune_calls(out / "tuned", splits, trials=2 if smoke else 16), args.jobs, desc="tunes")
+        calls = ablation.tuned_calls(out / "tuned", splits, range(1 if smoke else 3)) + calls
+        writers.append(lambda: ablation.write_tuned_csv(out / "tuned"))
     print(f"{len(calls)} runs to do with {args.jobs} workers", flush=True)
     run_jobs(calls, args.jobs, desc="grids", progress=True)
     for write in writers:

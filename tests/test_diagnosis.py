@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 import torch
 
 from izf_lib.data import load_xlsa17
-from izf_lib.experiments.ablation import DEFAULT_SPLIT, SPLIT_SETTINGS, SPLIT_SUBSET, ablation_calls
-from izf_lib.experiments.diagnosis import placement, real_class_means
+from izf_lib.experiments.ablation import (
+    DEFAULT_SPLIT,
+    SPLIT_SETTINGS,
+    SPLIT_SUBSET,
+    ablation_calls,
+    tune_calls,
+    tuned_calls,
+    write_tuned_csv,
+)
+from izf_lib.experiments.diagnosis import diagnosis_calls, placement, real_class_means
 from izf_lib.experiments.zsl_baselines import GaussianGenerator
 from izf_lib.prepare import prepare_digits
 
@@ -52,3 +63,43 @@ def test_ablation_runs_on_other_splits_get_their_own_files(tmp_path) -> None:
     (tmp_path / f"01_{other}_seed0.json").write_text("{}")
     left = [(args[0], args[4]) for _, args in ablation_calls(tmp_path, [0], SPLIT_SETTINGS[:2], SPLIT_SUBSET[:2])]
     assert left == [(SPLIT_SETTINGS[1], DEFAULT_SPLIT), (SPLIT_SETTINGS[0], SPLIT_SUBSET[1])]
+
+
+def test_tuned_grid_tunes_each_split_first_and_resumes_from_its_files(tmp_path) -> None:
+    splits = SPLIT_SUBSET[:2]
+    other = "-".join(map(str, splits[1]))
+    assert [args[0] for _, args in tune_calls(tmp_path, splits)] == list(splits)
+    with pytest.raises(FileNotFoundError, match=f"no chosen_config.json for splits \\['{other}'\\]"):
+        (tmp_path / "tune").mkdir()
+        (tmp_path / "tune" / "chosen_config.json").write_text("{}")
+        tuned_calls(tmp_path, splits, [0])
+    for folder, objective in (("tune", 50.0), (f"tune_{other}", 40.0)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "chosen_config.json").write_text('{"lambda_immd": 0.0}')
+        (tmp_path / folder / "tune_summary.json").write_text(json.dumps(
+            {"trials_run": 16, "seconds": 1.0, "threads": 1, "chosen_trial": 3, "chosen_objective": objective,
+             "validation_classes": ["digit_1", "digit_8"], "chosen_params": {"lambda_immd": 0.0}}))
+    assert tune_calls(tmp_path, splits) == []
+    assert len(tuned_calls(tmp_path, splits, [0, 1])) == 4
+    # a run counts as done only once both its rows and its diagnosis exist; the default split keeps its old names
+    (tmp_path / "rows" / "seed0.csv").write_text("split,seed,method,T1\n3-6-9,0,IZF-Softmax,50\n")
+    (tmp_path / "rows" / f"{other}_seed1.csv").write_text(f"split,seed,method,T1\n{other},1,IZF-Softmax,40\n")
+    (tmp_path / "diagnosis").mkdir()
+    (tmp_path / "diagnosis" / "3-6-9_seed0.json").write_text('{"split": "3-6-9", "seed": 0, "IZF unseen error": 1}')
+    left = [(args[0], args[1]) for _, args in tuned_calls(tmp_path, splits, [0, 1])]
+    assert left == [(DEFAULT_SPLIT, 1), (splits[1], 0), (splits[1], 1)]
+    write_tuned_csv(tmp_path)
+    tunes = pd.read_csv(tmp_path / "tunes.csv", dtype={"split": str})
+    assert tunes["split"].tolist() == ["3-6-9", other] and tunes["chosen_objective"].tolist() == [50.0, 40.0]
+    assert tunes["lambda_immd"].tolist() == [0.0, 0.0] and tunes["hidden"].tolist() == [1024, 1024]  # + defaults
+    runs = pd.read_csv(tmp_path / "tuned_runs.csv", dtype={"split": str})
+    assert runs["split"].tolist() == ["3-6-9", other]
+    assert (tmp_path / "diagnosis" / "diagnosis_runs.csv").is_file()
+
+
+def test_diagnosis_of_a_setting_checks_its_overrides_and_passes_them_to_every_run(tmp_path) -> None:
+    calls = diagnosis_calls(tmp_path, SPLIT_SUBSET[:2], [0, 1], overrides={"lambda_immd": 0.0})
+    assert [(args[0], args[1], args[4]) for _, args in calls] == [
+        (sp, k, {"lambda_immd": 0.0}) for sp in SPLIT_SUBSET[:2] for k in (0, 1)]
+    with pytest.raises(ValueError, match="unknown IZF config keys \\['lambda_mmd'\\]"):
+        diagnosis_calls(tmp_path, SPLIT_SUBSET[:1], [0], overrides={"lambda_mmd": 0.0})

@@ -11,6 +11,7 @@ trade-off instead of the one point H reports.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from .zsl_baselines import GaussianGenerator
 
 __all__ = ["ABLATIONS", "ABLATION_PRESET", "DEFAULT_SPLIT", "SPLIT_SUBSET", "SPLIT_SETTINGS",
            "stacking_curve", "run_ablation", "ablation_calls",
-           "write_ablation_csv", "run_tuned",
+           "write_ablation_csv", "run_tuned", "tune_calls", "tuned_calls", "write_tuned_csv",
            "FeatureReader", "CGANGenerator", "gan_calls", "write_gan_csv"]
 
 ABLATION_PRESET = "quick"
@@ -164,31 +165,108 @@ def write_ablation_csv(out_dir: str | Path) -> Path:
                             key=lambda r: (r["split"] != default, r["split"], order.index(r["setting"]), r["seed"]))
 
 
-def run_tuned(out_dir: str | Path, seeds: Iterable[int] = (0, 1, 2), trials: int = 16, budget_minutes: float = 12.0,
-              progress: bool = True) -> Path:
-    """``tune`` on the default DIGITS split's validation classes, then the chosen settings beside the baselines.
+def _tune_dir(out: Path, split: Sequence[int]) -> Path:
+    return out / "tune" if tuple(split) == DEFAULT_SPLIT else out / f"tune_{split_name(split)}"
 
-    Writes ``out_dir/tune/`` (chosen_config.json, trials.json, tune_summary.json) and
-    ``out_dir/tuned_runs.csv``: IZF-NBC, IZF-Softmax and every baseline per seed, on the test
-    split, with the tuned config. A rerun reuses a finished tune and finished seeds.
-    """
+
+def _tuned_rows(out: Path, split: Sequence[int], seed: int) -> Path:
+    name = f"seed{seed}" if tuple(split) == DEFAULT_SPLIT else f"{split_name(split)}_seed{seed}"
+    return out / "rows" / f"{name}.csv"
+
+
+def _tune_job(job: tuple[tuple[int, ...], str, int]) -> str:
+    """``tune`` on one split's seen classes (its own seeded validation fold), every trial run whatever the time."""
     from ..tune import tune
 
+    split, out_dir, trials = job
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_digits(tmp, unseen=split, seed=0)
+        tune("DIGITS", tmp, _tune_dir(Path(out_dir), split), trials=trials, budget_minutes=math.inf, progress=False)
+    return f"tune {split_name(split)}"
+
+
+def _tuned_job(job: tuple[tuple[int, ...], int, str]) -> str:
+    """The split's chosen settings trained with one seed, scored beside the baselines on the test split, and
+    diagnosed (where the tuned IZF and the Gaussian generator put the class means, :mod:`.diagnosis`)."""
+    from .diagnosis import diagnose
+
+    split, seed, out_dir = job
+    out = Path(out_dir)
+    chosen = IZFConfig.overrides_from_file(_tune_dir(out, split) / "chosen_config.json")
+    config = IZFConfig.from_dict({**chosen, "seed": int(seed)})
+    with tempfile.TemporaryDirectory() as run_dir:
+        rows = run_digits_split(tuple(split), config, run_dir)
+        model, _, _ = load_checkpoint(Path(run_dir) / f"split_{split_name(split)}_seed{seed}" / "checkpoint.pt", "cpu")
+    data = digits_split_data(split, config.feature_scaling)
+    gauss = GaussianGenerator(seed=int(seed)).fit(data.train_split())
+    (out / "diagnosis").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "diagnosis" / f"{split_name(split)}_seed{seed}.json",
+                      {"split": split_name(split), "seed": int(seed), **diagnose(model, gauss, data, int(seed))})
+    write_csv(_tuned_rows(out, split, seed), rows)  # last: a run is done once its rows file exists
+    return f"tuned {split_name(split)} seed {seed}"
+
+
+def tune_calls(out_dir: str | Path, splits: Sequence[Sequence[int]] = (DEFAULT_SPLIT,),
+               trials: int = 16) -> list[Call]:
+    """The per-split ``tune`` runs not yet done in ``out_dir`` (each split tuned on its own seen classes only)."""
+    out = Path(out_dir)
+    return [(_tune_job, (tuple(sp), str(out), trials)) for sp in splits
+            if not (_tune_dir(out, sp) / "tune_summary.json").exists()]
+
+
+def tuned_calls(out_dir: str | Path, splits: Sequence[Sequence[int]] = (DEFAULT_SPLIT,),
+                seeds: Iterable[int] = (0, 1, 2)) -> list[Call]:
+    """The test-split runs of each split's chosen settings not yet done; every split must be tuned first."""
     out = Path(out_dir)
     (out / "rows").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepare_digits(tmp, unseen=DEFAULT_SPLIT, seed=0)
-        if not (out / "tune" / "tune_summary.json").exists():
-            tune("DIGITS", tmp, out / "tune", trials=trials, budget_minutes=budget_minutes, progress=progress)
-    chosen = IZFConfig.overrides_from_file(out / "tune" / "chosen_config.json")
-    for seed in seeds:
-        path = out / "rows" / f"seed{seed}.csv"
-        if path.exists():
-            continue
-        config = IZFConfig.from_dict({**chosen, "seed": int(seed)})
-        with tempfile.TemporaryDirectory() as run_dir:
-            write_csv(path, run_digits_split(DEFAULT_SPLIT, config, run_dir))
-    return write_csv(out / "tuned_runs.csv", read_csv_rows(sorted((out / "rows").glob("*.csv"))))
+    untuned = [split_name(sp) for sp in splits if not (_tune_dir(out, sp) / "chosen_config.json").exists()]
+    if untuned:
+        raise FileNotFoundError(f"{out}: no chosen_config.json for splits {untuned}; run their tune first")
+    seeds = [int(s) for s in seeds]
+    return [(_tuned_job, (tuple(sp), seed, str(out))) for sp in splits for seed in seeds
+            if not _tuned_rows(out, sp, seed).exists()
+            or not (out / "diagnosis" / f"{split_name(sp)}_seed{seed}.json").exists()]
+
+
+def write_tuned_csv(out_dir: str | Path) -> Path:
+    """Gather every tuned run into ``tuned_runs.csv`` (default split first), every tune into ``tunes.csv`` and
+    the placement of the tuned runs' class means into ``diagnosis/diagnosis_runs.csv``."""
+    from ..tune import SEARCH_SPACE
+
+    out = Path(out_dir)
+    default = split_name(DEFAULT_SPLIT)
+    tunes = []
+    for path in sorted(out.glob("tune*/tune_summary.json")):
+        s = json.loads(path.read_text())
+        split = default if path.parent.name == "tune" else path.parent.name.removeprefix("tune_")
+        chosen = IZFConfig.from_file(path.parent / "chosen_config.json")
+        tunes.append({"split": split, "trials_run": s["trials_run"], "seconds": round(s["seconds"], 1),
+                      "threads": s["threads"], "chosen_trial": s["chosen_trial"],
+                      "chosen_objective": s["chosen_objective"],
+                      "validation_classes": " ".join(s["validation_classes"]),
+                      **{k: getattr(chosen, k) for k in SEARCH_SPACE}})
+    tunes.sort(key=lambda r: (r["split"] != default, r["split"]))
+    if tunes:
+        write_csv(out / "tunes.csv", tunes, float_digits=6)
+    if list((out / "diagnosis").glob("*.json")):
+        gather_json_rows(out / "diagnosis", "diagnosis_runs.csv",
+                         key=lambda r: (r["split"] != default, r["split"], r["seed"]))
+    rows = read_csv_rows(sorted((out / "rows").glob("*.csv")))
+    rows.sort(key=lambda r: (r["split"] != default, r["split"], int(r["seed"])))
+    return write_csv(out / "tuned_runs.csv", rows)
+
+
+def run_tuned(out_dir: str | Path, seeds: Iterable[int] = (0, 1, 2), trials: int = 16,
+              splits: Sequence[Sequence[int]] = (DEFAULT_SPLIT,), jobs: int = 1, progress: bool = True) -> Path:
+    """``tune`` on each split's validation classes, then its chosen settings x ``seeds`` beside the baselines.
+
+    Writes ``out_dir/tune/`` for the default split and ``out_dir/tune_<split>/`` for the others
+    (chosen_config.json, trials.json, tune_summary.json), one rows file per split and seed, and
+    ``tuned_runs.csv`` / ``tunes.csv``. A rerun reuses finished tunes and runs.
+    """
+    run_jobs(tune_calls(out_dir, splits, trials), jobs, desc="tunes", progress=progress)
+    run_jobs(tuned_calls(out_dir, splits, seeds), jobs, desc="tuned runs", progress=progress)
+    return write_tuned_csv(out_dir)
 
 
 class FeatureReader:

@@ -17,6 +17,7 @@ measures on the seen classes say how well each generator fits the classes it was
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -96,9 +97,9 @@ def diagnose(model: IZF, gauss: GaussianGenerator, data: ZSLData, seed: int,
     return out
 
 
-def _diagnosis_job(job: tuple[tuple[int, ...], int, str, str]) -> str:
-    unseen, seed, preset, out_dir = job
-    config = IZFConfig.preset(preset, eval_every=0, seed=seed)
+def _diagnosis_job(job: tuple[tuple[int, ...], int, str, str, dict[str, Any]]) -> str:
+    unseen, seed, preset, out_dir, overrides = job
+    config = IZFConfig.preset(preset, eval_every=0, seed=seed, **overrides)
     name = f"{split_name(unseen)}_seed{seed}"
     data = digits_split_data(unseen, config.feature_scaling)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,6 +107,7 @@ def _diagnosis_job(job: tuple[tuple[int, ...], int, str, str]) -> str:
         model, _, _ = load_checkpoint(Path(tmp) / "run" / "checkpoint.pt", "cpu")
     gauss = GaussianGenerator(seed=seed).fit(data.train_split())
     record: dict[str, Any] = {"split": split_name(unseen), "seed": seed, "preset": preset, "epochs": config.epochs,
+                              **({"overrides": json.dumps(overrides, sort_keys=True)} if overrides else {}),
                               **izf_columns(res)}
     record.update({f"Gaussian {k}": v for k, v in score_baseline(gauss, data).items()})
     record.update(diagnose(model, gauss, data, seed))
@@ -114,19 +116,25 @@ def _diagnosis_job(job: tuple[tuple[int, ...], int, str, str]) -> str:
 
 
 def diagnosis_calls(out_dir: str | Path, splits: Iterable[Sequence[int]], seeds: Iterable[int],
-                    preset: str = "quick") -> list[Call]:
-    """The (split, seed) runs not yet in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`."""
+                    preset: str = "quick", overrides: dict[str, Any] | None = None) -> list[Call]:
+    """The (split, seed) runs not yet in ``out_dir``, as calls for :func:`~izf_lib.experiments.grid.run_jobs`.
+
+    ``overrides`` change IZF's settings on top of ``preset`` (one folder per setting).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    overrides = dict(overrides or {})
+    IZFConfig.preset(preset, **overrides)  # an unknown setting fails here, not in a worker
     seeds = list(seeds)
-    return [(_diagnosis_job, (tuple(s), int(k), preset, str(out))) for s in splits for k in seeds
+    return [(_diagnosis_job, (tuple(s), int(k), preset, str(out), overrides)) for s in splits for k in seeds
             if not (out / f"{split_name(s)}_seed{int(k)}.json").exists()]
 
 
 def run_diagnosis(out_dir: str | Path, splits: Iterable[Sequence[int]], seeds: Iterable[int], preset: str = "quick",
-                  jobs: int = 1, progress: bool = True) -> Path:
-    """IZF (``preset``) and the Gaussian generator per split and seed, scored and diagnosed; resumable."""
-    run_jobs(diagnosis_calls(out_dir, splits, seeds, preset), jobs, desc="diagnosis runs", progress=progress)
+                  jobs: int = 1, progress: bool = True, overrides: dict[str, Any] | None = None) -> Path:
+    """IZF (``preset`` + ``overrides``) and the Gaussian generator per split and seed, scored and diagnosed."""
+    run_jobs(diagnosis_calls(out_dir, splits, seeds, preset, overrides), jobs, desc="diagnosis runs",
+             progress=progress)
     return write_diagnosis_csv(out_dir)
 
 
