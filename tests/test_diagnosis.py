@@ -80,6 +80,8 @@ def test_tuned_grid_tunes_each_split_first_and_resumes_from_its_files(tmp_path) 
             {"trials_run": 16, "seconds": 1.0, "threads": 1, "chosen_trial": 3, "chosen_objective": objective,
              "validation_classes": ["digit_1", "digit_8"], "chosen_params": {"lambda_immd": 0.0}}))
     assert tune_calls(tmp_path, splits) == []
+    with pytest.raises(FileNotFoundError, match="no tuned runs"):
+        write_tuned_csv(tmp_path)
     assert len(tuned_calls(tmp_path, splits, [0, 1])) == 4
     # a run counts as done only once both its rows and its diagnosis exist; the default split keeps its old names
     (tmp_path / "rows" / "seed0.csv").write_text("split,seed,method,T1\n3-6-9,0,IZF-Softmax,50\n")

@@ -29,7 +29,15 @@ from ..metrics import gzsl_scores
 from ..model import IZF
 from ..prepare import prepare_digits
 from ..train import load_checkpoint
-from .digits_splits import digit_splits, digits_split_data, izf_columns, run_digits_split, score_baseline, split_name
+from .digits_splits import (
+    digit_splits,
+    digits_split_data,
+    izf_columns,
+    run_digits_split,
+    score_baseline,
+    split_name,
+    split_run_dir,
+)
 from .grid import Call, gather_json_rows, read_csv_rows, run_jobs, write_csv, write_json_atomic
 from .zsl_baselines import GaussianGenerator
 
@@ -174,6 +182,10 @@ def _tuned_rows(out: Path, split: Sequence[int], seed: int) -> Path:
     return out / "rows" / f"{name}.csv"
 
 
+def _tuned_diagnosis(out: Path, split: Sequence[int], seed: int) -> Path:
+    return out / "diagnosis" / f"{split_name(split)}_seed{seed}.json"
+
+
 def _tune_job(job: tuple[tuple[int, ...], str, int]) -> str:
     """``tune`` on one split's seen classes (its own seeded validation fold), every trial run whatever the time."""
     from ..tune import tune
@@ -194,14 +206,14 @@ def _tuned_job(job: tuple[tuple[int, ...], int, str]) -> str:
     out = Path(out_dir)
     chosen = IZFConfig.overrides_from_file(_tune_dir(out, split) / "chosen_config.json")
     config = IZFConfig.from_dict({**chosen, "seed": int(seed)})
-    with tempfile.TemporaryDirectory() as run_dir:
-        rows = run_digits_split(tuple(split), config, run_dir)
-        model, _, _ = load_checkpoint(Path(run_dir) / f"split_{split_name(split)}_seed{seed}" / "checkpoint.pt", "cpu")
     data = digits_split_data(split, config.feature_scaling)
+    with tempfile.TemporaryDirectory() as run_dir:
+        rows = run_digits_split(tuple(split), config, run_dir, data=data)
+        model, _, _ = load_checkpoint(split_run_dir(run_dir, split, seed) / "checkpoint.pt", "cpu")
     gauss = GaussianGenerator(seed=int(seed)).fit(data.train_split())
-    (out / "diagnosis").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "diagnosis" / f"{split_name(split)}_seed{seed}.json",
-                      {"split": split_name(split), "seed": int(seed), **diagnose(model, gauss, data, int(seed))})
+    path = _tuned_diagnosis(out, split, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"split": split_name(split), "seed": int(seed), **diagnose(model, gauss, data, int(seed))})
     write_csv(_tuned_rows(out, split, seed), rows)  # last: a run is done once its rows file exists
     return f"tuned {split_name(split)} seed {seed}"
 
@@ -224,8 +236,7 @@ def tuned_calls(out_dir: str | Path, splits: Sequence[Sequence[int]] = (DEFAULT_
         raise FileNotFoundError(f"{out}: no chosen_config.json for splits {untuned}; run their tune first")
     seeds = [int(s) for s in seeds]
     return [(_tuned_job, (tuple(sp), seed, str(out))) for sp in splits for seed in seeds
-            if not _tuned_rows(out, sp, seed).exists()
-            or not (out / "diagnosis" / f"{split_name(sp)}_seed{seed}.json").exists()]
+            if not (_tuned_rows(out, sp, seed).exists() and _tuned_diagnosis(out, sp, seed).exists())]
 
 
 def write_tuned_csv(out_dir: str | Path) -> Path:
@@ -252,6 +263,8 @@ def write_tuned_csv(out_dir: str | Path) -> Path:
         gather_json_rows(out / "diagnosis", "diagnosis_runs.csv",
                          key=lambda r: (r["split"] != default, r["split"], r["seed"]))
     rows = read_csv_rows(sorted((out / "rows").glob("*.csv")))
+    if not rows:
+        raise FileNotFoundError(f"no tuned runs (rows/*.csv) in {out}; run tuned_calls' runs first")
     rows.sort(key=lambda r: (r["split"] != default, r["split"], int(r["seed"])))
     return write_csv(out / "tuned_runs.csv", rows)
 

@@ -23,8 +23,9 @@ from ..prepare import prepare_digits
 from .grid import Call, read_csv_rows, run_jobs, write_csv
 from .zsl_baselines import BASELINES
 
-__all__ = ["digit_splits", "split_name", "digits_split_data", "izf_columns", "score_baseline", "run_digits_split",
-           "run_digits_grid", "digits_grid_calls", "write_digits_csv", "config_key", "SPLIT_COLUMNS"]
+__all__ = ["digit_splits", "split_name", "split_run_dir", "digits_split_data", "izf_columns", "score_baseline",
+           "run_digits_split", "run_digits_grid", "digits_grid_calls", "write_digits_csv", "config_key",
+           "SPLIT_COLUMNS"]
 
 SPLIT_COLUMNS = ["split", "seed", "method", "T1", "U", "S", "H"]
 
@@ -68,16 +69,22 @@ def score_baseline(model: Any, data: ZSLData) -> dict[str, float]:
     return {"T1": 100 * t1, **{k: 100 * x for k, x in g.items()}}
 
 
+def split_run_dir(run_dir: str | os.PathLike, unseen: Sequence[int], seed: int) -> Path:
+    """Where :func:`run_digits_split` writes the IZF run (checkpoint and results.json) of a split and seed."""
+    return Path(run_dir) / f"split_{split_name(unseen)}_seed{seed}"
+
+
 def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | os.PathLike,
-                     device: str = "cpu") -> list[dict[str, Any]]:
+                     device: str = "cpu", data: ZSLData | None = None) -> list[dict[str, Any]]:
     """IZF-NBC, IZF-Softmax and every baseline on DIGITS with ``unseen`` digits; one row per method.
 
-    The IZF run (checkpoint and results.json) is written under ``run_dir``.
+    The IZF run is written to :func:`split_run_dir`; ``data`` (that split, scaled as ``config`` says)
+    saves loading it again when the caller already has it.
     """
     split = split_name(unseen)
-    data = digits_split_data(unseen, config.feature_scaling)
+    data = digits_split_data(unseen, config.feature_scaling) if data is None else data
     rows = []
-    res = fit(data, config, Path(run_dir) / f"split_{split}_seed{config.seed}", device=device, progress=False)
+    res = fit(data, config, split_run_dir(run_dir, unseen, config.seed), device=device, progress=False)
     for clf, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax")):
         rows.append({"split": split, "seed": config.seed, "method": label, **res.scores(clf)})
     train = data.train_split()
@@ -107,7 +114,7 @@ def _grid_job(job: tuple[tuple[int, ...], dict[str, Any], str, str, bool]) -> st
     name = f"{split_name(unseen)}_seed{config.seed}"
     rows = run_digits_split(unseen, config, out / "runs", device=device)
     if not keep_checkpoint:
-        shutil.rmtree(out / "runs" / f"split_{split_name(unseen)}_seed{config.seed}", ignore_errors=True)
+        shutil.rmtree(split_run_dir(out / "runs", unseen, config.seed), ignore_errors=True)
     write_csv(rows_dir / f"{name}.csv", rows, SPLIT_COLUMNS)  # atomic: a run is done once its file exists
     return name
 
