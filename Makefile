@@ -5,22 +5,29 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CHAPTERS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: help setup book test test-fast lint execute results clean
+.PHONY: help setup lock book test test-portable test-fast lint execute results tolerances clean
 
 help:
 	@echo "make book     set up .venv if missing, build the book (HTML in book/_build/html)"
 	@echo "make test     set up .venv if missing, book build -W, unit tests + pytest --nbval (+ rendered pages)"
+	@echo "make test-portable  the notebook tests again with PyTorch, MKL and oneDNN forced to AVX2 code (another CPU's round-off)"
 	@echo "make test-fast  the unit tests without the slow ones (under a minute; no notebooks, no book)"
-	@echo "make lint     ruff check (configuration in pyproject.toml)"
+	@echo "make lock     regenerate constraints.txt (every package pinned) from a fresh install of pyproject.toml"
+	@echo "make tolerances  re-measure tests/nbval_tolerances.json under several forced CPU kernels (about 30 min)"
+	@echo "make lint     ruff check, and the chapters' code formatted to 79 characters (ruff format --check notebooks)"
 	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
 	@echo "make results  rerun the benchmark notebooks per dataset (quick; FULL=1 for the GPU setting) into results/"
 
-$(STAMP): pyproject.toml
+# Installs from the lock: every package at the version the tests passed with (`make lock` renews it).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+lock:
+	$(PYTHON) scripts/lock.py
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build book/ -W --keep-going
@@ -31,11 +38,21 @@ test: $(STAMP)
 	$(MAKE) book
 	$(BIN)/pytest --nbval
 
+# Another kind of CPU, from this one: ATen's kernels, MKL and oneDNN held to AVX2 code paths (on an
+# AVX2-only CPU this is its own round-off; the tolerances in tests/nbval_tolerances.json must hold).
+PORTABLE_ENV := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+test-portable: $(STAMP)
+	$(PORTABLE_ENV) $(BIN)/pytest --nbval notebooks
+
+tolerances: $(STAMP)
+	$(BIN)/python scripts/measure_tolerances.py
+
 test-fast: $(STAMP)
 	$(BIN)/pytest tests -m "not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check notebooks
 
 execute: $(STAMP)
 	@for nb in $(CHAPTERS); do \

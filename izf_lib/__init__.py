@@ -19,6 +19,7 @@ Running
     ``evaluation``   scoring a trained model on held-out images (and the predictions behind it)
     ``experiment``   fit = train + score + epoch selection; RunResult reads and writes results.json
     ``results``      collects run directories into the tables under results/
+    ``report``       the chapters' printing: findings and tables wrapped to the book's column
     ``tune``         settings chosen on a class-level validation fold, never on test images
     ``__main__``     the command line: prepare, train, evaluate, tune, toy
 Experiments (``izf_lib.experiments``: what reproduces one figure or table)

@@ -20,6 +20,9 @@ def test_digit_splits_cover_all_combinations_and_subsets() -> None:
     assert len(splits) == 120 and len(set(splits)) == 120 and splits[0] == (0, 1, 2)
     sub = digit_splits(3, limit=8)
     assert len(sub) == 8 and set(sub) <= set(splits) and sub == digit_splits(3, limit=8)
+    assert digit_splits(3, limit=0) == []  # chapter 08 with n_splits 0: the default split alone
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        digit_splits(3, limit=-1)
 
 
 def _separable_split() -> TrainSplit:

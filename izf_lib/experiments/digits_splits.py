@@ -34,8 +34,13 @@ def digit_splits(n_unseen: int = 3, limit: int | None = None) -> list[tuple[int,
     """All C(10, n_unseen) unseen-digit sets in lexicographic order, or ``limit`` of them evenly spaced.
 
     Every set is valid: the ten attribute rows are distinct, so any unseen set is identifiable.
+    ``limit`` 0 gives no split (callers add the default one); a negative limit is refused.
     """
     splits = list(itertools.combinations(range(10), n_unseen))
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None (all splits), got {limit}")
+    if limit == 0:
+        return []
     if limit is not None and limit < len(splits):
         step = len(splits) / limit
         splits = [splits[int(i * step)] for i in range(limit)]
