@@ -7,6 +7,7 @@ The model core
     ``model``        IZF: encode v -> (c, z_f), generate from attributes, the training objective
     ``classifiers``  IZF-NBC, IZF-Softmax and the shared linear-softmax classifier and trainer
     ``metrics``      per-class accuracy, CZSL T1, GZSL U, S, H
+    ``collapse``     is the reverse pass collapsing? per-epoch iMMD terms, generated spread, the verdict
     ``config``       IZFConfig: every setting with its source, named presets
     ``rng``          named random streams: every draw derived from (seed, stream, epoch)
     ``precision``    precision policies: fp32, bf16 (sub-network matmuls only), tf32 (CUDA)

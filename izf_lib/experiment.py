@@ -12,21 +12,27 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .collapse import COLLAPSED_SPREAD_RATIO, collapse_summary
 from .config import CLASSIFIERS, IZFConfig
 from .data import ZSLData, validation_split
 from .evaluation import evaluation_generator, score, score_benchmark
 from .model import IZF
 from .train import resolve_device, train_model
 
-__all__ = ["RESULTS_FILE", "RunResult", "select_epochs", "fit"]
+__all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "select_epochs", "fit"]
 
 RESULTS_FILE = "results.json"
+
+
+class CollapseWarning(UserWarning):
+    """A run whose generated unseen features collapsed (izf_lib.collapse): its IZF-Softmax scores are not sound."""
 SELECTION_NOTES = {
     "final": "scores of the last epoch of a fixed schedule",
     "val": "epoch with the best GZSL H on class-level validation fold {fold} (trainval only)",
@@ -55,6 +61,7 @@ class RunResult:
     val_history: list[dict[str, Any]] | None
     timings: dict[str, float]
     environment: dict[str, Any]
+    collapse: dict[str, Any] | None = None  # izf_lib.collapse.collapse_summary (absent in older files)
 
     def scores(self, clf: str) -> dict[str, float]:
         """T1, U, S and H (percent) of one classifier at its selected epoch."""
@@ -80,10 +87,11 @@ class RunResult:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read a results.json: {exc}") from exc
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in d] if isinstance(d, dict) else names
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = [n for n in required if n not in d] if isinstance(d, dict) else required
         if missing:
             raise ValueError(f"{path}: not a results.json written by izf_lib.experiment.fit (missing keys {missing})")
-        return cls(**{n: d[n] for n in names})
+        return cls(**{n: d[n] for n in names if n in d})
 
 
 def select_epochs(
@@ -179,6 +187,14 @@ def fit(
                      "threads": torch.get_num_threads(),
                      "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
                      **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {})},
+        collapse=collapse_summary(history),
     )
     result.write(out)
+    if result.collapse["collapsed"]:
+        warnings.warn(
+            f"{data.name}, seed {config.seed}: the generated unseen features collapsed (final spread_ratio "
+            f"{result.collapse['final_spread_ratio']:.3g}, first below {COLLAPSED_SPREAD_RATIO:g} at epoch "
+            f"{result.collapse['first_epoch_below']}): IZF-Softmax is trained on near-point unseen classes; "
+            f"see {out / RESULTS_FILE} 'collapse' and the per-epoch 'gen' and k_* records",
+            CollapseWarning, stacklevel=2)
     return result

@@ -22,6 +22,7 @@ __all__ = [
     "centralizing_loss",
     "imq_kernel",
     "mmd2",
+    "mmd2_terms",
     "immd_loss",
 ]
 
@@ -94,20 +95,31 @@ def imq_kernel(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Te
     return sum(s / (s + d2) for s in scales)
 
 
-def mmd2(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES, unbiased: bool = False) -> Tensor:
-    """Squared MMD between the samples x (n, d) and y (m, d) under the IMQ kernel.
+def mmd2_terms(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES,
+               unbiased: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The three terms of MMD^2(x, y): E k(x, x'), E k(y, y') and E k(x, y), each a scalar.
 
-    The default biased (V-statistic) estimate is >= 0 and exactly 0 for identical sets; the
-    unbiased (U-statistic) estimate drops the diagonal terms and can be negative.
+    Biased (V-statistic): the means of the kernel matrices, diagonals included; unbiased
+    (U-statistic): the within-set means drop the diagonal.
     """
     kxx, kyy, kxy = imq_kernel(x, x, scales), imq_kernel(y, y, scales), imq_kernel(x, y, scales)
     n, m = x.shape[0], y.shape[0]
     if unbiased:
         if n < 2 or m < 2:
             raise ValueError("the unbiased MMD needs at least two samples per set")
-        return ((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-                + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2.0 * kxy.mean())
-    return kxx.mean() + kyy.mean() - 2.0 * kxy.mean()
+        return ((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1)),
+                (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)), kxy.mean())
+    return kxx.mean(), kyy.mean(), kxy.mean()
+
+
+def mmd2(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES, unbiased: bool = False) -> Tensor:
+    """Squared MMD between the samples x (n, d) and y (m, d) under the IMQ kernel.
+
+    The default biased (V-statistic) estimate is >= 0 and exactly 0 for identical sets; the
+    unbiased (U-statistic) estimate drops the diagonal terms and can be negative.
+    """
+    k_xx, k_yy, k_xy = mmd2_terms(x, y, scales, unbiased)
+    return k_xx + k_yy - 2.0 * k_xy
 
 
 def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:

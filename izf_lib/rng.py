@@ -29,6 +29,7 @@ __all__ = [
     "STREAM_ORACLE",
     "STREAM_TUNE",
     "STREAM_DIAGNOSIS",
+    "STREAM_COLLAPSE",
     "stream_seed",
     "make_generator",
     "cpu_generator_from",
@@ -49,6 +50,7 @@ STREAM_TOY_HELDOUT = 9  # the toy experiment's held-out true samples
 STREAM_ORACLE = 10      # the oracle check's true flow, class attributes and samples
 STREAM_TUNE = 11        # tune: the seeded validation fold and the order of random trials
 STREAM_DIAGNOSIS = 12   # the diagnosis of generated class means (experiments.diagnosis)
+STREAM_COLLAPSE = 13    # per epoch: the generated batch of the collapse measures (izf_lib.collapse)
 
 
 def stream_seed(seed: int, stream: int, epoch: int = 0) -> int:

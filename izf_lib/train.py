@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .collapse import generation_diagnostics, seen_statistics
 from .config import IZFConfig
 from .data import TrainSplit
 from .model import IZF
 from .precision import matmul_precision
-from .rng import STREAM_SHUFFLE, STREAM_TRAIN, make_generator
+from .rng import STREAM_COLLAPSE, STREAM_SHUFFLE, STREAM_TRAIN, make_generator
 from .step import CUDA_GRAPH_MODES, TrainStep
 
 __all__ = [
@@ -126,6 +127,7 @@ def train_model(
 
     v, y, unseen = train.v.to(device), train.y.to(device), train.unseen.to(device)
     step_fn = TrainStep(model, opt, v, y, train.y, unseen, config, fixed_shapes=fixed_shapes)
+    seen_stats = seen_statistics(v, y) if unseen.numel() else None
     bar = tqdm(range(start, config.epochs + 1), desc=desc, disable=not progress, initial=start - 1, total=config.epochs)
     with matmul_precision(config.precision, device):
         for epoch in bar:
@@ -151,6 +153,9 @@ def train_model(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             record: dict[str, Any] = {"epoch": epoch, **means, "train_seconds": time.perf_counter() - t0, "eval": None}
+            if seen_stats is not None:  # is the generated unseen set collapsing? (own stream: training untouched)
+                record["gen"] = generation_diagnostics(model, unseen, seen_stats,
+                                                       make_generator(config.seed, STREAM_COLLAPSE, epoch, device))
             due = epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0)
             if eval_fn is not None and due:
                 t1 = time.perf_counter()

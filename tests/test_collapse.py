@@ -1,0 +1,83 @@
+"""The collapse measures of the reverse pass: exact on known sets; a contracted generator is flagged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from izf_lib.collapse import (
+    COLLAPSED_SPREAD_RATIO,
+    collapse_summary,
+    generation_diagnostics,
+    rms_pairwise_distance,
+    seen_statistics,
+)
+from izf_lib.config import IZFConfig
+from izf_lib.losses import mmd2, mmd2_terms
+from izf_lib.model import IZF
+
+
+def test_rms_pairwise_distance_equals_the_brute_force_mean_over_pairs() -> None:
+    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    d2 = torch.cdist(x, x) ** 2
+    brute = math.sqrt(d2.sum().item() / (9 * 8))
+    assert rms_pairwise_distance(x).item() == pytest.approx(brute, rel=1e-12)
+    assert rms_pairwise_distance(x[:1]).item() == 0.0
+
+
+def test_seen_statistics_on_a_hand_made_set() -> None:
+    # class 0: points 0 and 2 on a line (pairwise distance 2), class 1: points 10 and 10 (0); means 1 and 10
+    v = torch.tensor([[0.0], [2.0], [10.0], [10.0]])
+    stats = seen_statistics(v, torch.tensor([0, 0, 1, 1]))
+    assert stats.means.flatten().tolist() == [1.0, 10.0]
+    assert stats.spread == pytest.approx(1.0)  # (2 + 0) / 2
+    assert stats.mean_gap == pytest.approx(9.0)
+
+
+def test_mmd2_is_the_sum_of_its_terms_and_the_loss_keeps_them() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 4, generator=gen), torch.randn(12, 4, generator=gen) + 1
+    for unbiased in (False, True):
+        k_xx, k_yy, k_xy = mmd2_terms(x, y, unbiased=unbiased)
+        assert torch.equal(mmd2(x, y, unbiased=unbiased), k_xx + k_yy - 2.0 * k_xy)
+    att = torch.rand(5, 3, generator=gen)
+    model = IZF(att, 8, IZFConfig(n_blocks=2, hidden=16, seed=0))
+    out = model.objective(torch.rand(20, 8, generator=gen), torch.randint(0, 3, (20,), generator=gen),
+                          torch.tensor([3, 4]), gen)
+    assert torch.equal(out["l_immd"], -(out["k_ss"] + out["k_uu"] - 2.0 * out["k_su"]))
+    assert not out["k_uu"].requires_grad
+
+
+class _Contracting(torch.nn.Module):
+    """A stand-in generator that scales z_f by `factor` around a class centre: factor 0 is a collapse."""
+
+    def __init__(self, att: torch.Tensor, d_v: int, factor: float) -> None:
+        super().__init__()
+        self.att, self.d_v, self.factor = att, d_v, factor
+
+    def generate(self, att, n, generator=None):
+        z = torch.randn(att.shape[0] * n, self.d_v, generator=generator)
+        centre = torch.nn.functional.pad(att, (0, self.d_v - att.shape[1])).repeat_interleave(n, 0)
+        return centre + self.factor * z
+
+
+@pytest.mark.parametrize(("factor", "collapsed"), [(1.0, False), (1e-3, True)])
+def test_a_contracted_generator_is_flagged_and_a_spread_one_is_not(factor: float, collapsed: bool) -> None:
+    gen = torch.Generator().manual_seed(2)
+    d_v, att = 6, torch.eye(4)[:, :3] * 5
+    v = torch.cat([torch.nn.functional.pad(att[k], (0, 3)) + torch.randn(50, d_v, generator=gen) for k in range(2)])
+    stats = seen_statistics(v, torch.arange(2).repeat_interleave(50))
+    history = [{"epoch": e, "gen": generation_diagnostics(_Contracting(att, d_v, factor), torch.tensor([2, 3]),
+                                                          stats, torch.Generator().manual_seed(e))}
+               for e in (1, 2)]
+    summary = collapse_summary(history)
+    assert summary["collapsed"] is collapsed
+    assert (summary["final_spread_ratio"] < COLLAPSED_SPREAD_RATIO) is collapsed
+    assert summary["first_epoch_below"] == (1 if collapsed else None)
+    assert history[-1]["gen"]["to_seen"] > 0
+
+
+def test_no_generation_measures_means_no_verdict() -> None:
+    assert collapse_summary([{"epoch": 1, "loss": 1.0}])["collapsed"] is None
