@@ -24,6 +24,7 @@ __all__ = [
     "mmd2",
     "mmd2_terms",
     "immd_loss",
+    "immd_from_terms",
 ]
 
 IMQ_SCALES: tuple[float, ...] = (0.1, 0.2, 1.5, 3.0, 5.0, 10.0)  # development code
@@ -126,3 +127,18 @@ def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float
     """L_iMMD = -MMD^2(real seen batch, generated unseen batch): pushes generated unseen features
     away from the real seen ones (negative-sample MMD; weight lambda_3 = 0.1, supplementary 4.2)."""
     return -mmd2(v_seen, v_unseen_generated, scales)
+
+
+def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_mmd2_biased") -> Tensor:
+    """L_iMMD from the three kernel terms of :func:`mmd2_terms` (``IZFConfig.immd_form``).
+
+    ``neg_mmd2_biased`` / ``neg_mmd2_unbiased``: -(E k_ss + E k_uu - 2 E k_su), the negative MMD^2 (the
+    terms come biased or unbiased from :func:`mmd2_terms`); it is lowered by a tight generated set as
+    well as by a far one. ``cross_only``: -(E k_ss - 2 E k_su), the same value without E k_uu, so only
+    the push away from the real seen batch remains and collapse earns nothing.
+    """
+    if form in ("neg_mmd2_biased", "neg_mmd2_unbiased"):
+        return -(k_ss + k_uu - 2.0 * k_su)
+    if form == "cross_only":
+        return -(k_ss - 2.0 * k_su)
+    raise ValueError(f"immd_form must be neg_mmd2_biased, neg_mmd2_unbiased or cross_only, got '{form}'")

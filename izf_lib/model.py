@@ -102,8 +102,9 @@ class IZF(nn.Module):
                 pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)
                 z_f_gen = None
             v_gen = self.generate_classes(unseen[pick], generator, z_f_gen)
-            k_ss, k_uu, k_su = losses.mmd2_terms(v, v_gen, cfg.mmd_scales)
-            out["l_immd"] = -(k_ss + k_uu - 2.0 * k_su)  # losses.immd_loss, with its terms kept
+            unbiased = cfg.immd_form == "neg_mmd2_unbiased"
+            k_ss, k_uu, k_su = losses.mmd2_terms(v, v_gen, cfg.mmd_scales, unbiased=unbiased)
+            out["l_immd"] = losses.immd_from_terms(k_ss, k_uu, k_su, cfg.immd_form)
             # the terms, recorded per epoch (izf_lib.collapse): E k_uu -> K(0) is a collapsing generated set
             out["k_ss"], out["k_uu"], out["k_su"] = k_ss.detach(), k_uu.detach(), k_su.detach()
             total = total + cfg.lambda_immd * out["l_immd"]

@@ -81,3 +81,42 @@ def test_a_contracted_generator_is_flagged_and_a_spread_one_is_not(factor: float
 
 def test_no_generation_measures_means_no_verdict() -> None:
     assert collapse_summary([{"epoch": 1, "loss": 1.0}])["collapsed"] is None
+
+
+def test_each_immd_form_is_its_formula_and_the_default_is_the_development_code_loss() -> None:
+    from izf_lib.config import IMMD_FORMS
+    from izf_lib.losses import immd_from_terms, immd_loss
+
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(16, 4, generator=gen), torch.randn(16, 4, generator=gen) + 2
+    k_ss, k_uu, k_su = mmd2_terms(x, y)
+    assert torch.equal(immd_from_terms(k_ss, k_uu, k_su), immd_loss(x, y))  # the default, unchanged
+    assert torch.equal(immd_from_terms(k_ss, k_uu, k_su, "cross_only"), -(k_ss - 2.0 * k_su))
+    assert IZFConfig().immd_form == IMMD_FORMS[0] == "neg_mmd2_biased"
+    with pytest.raises(ValueError, match="immd_form must be one of"):
+        IZFConfig(immd_form="repulsive?")
+
+
+@pytest.mark.parametrize("form", ["neg_mmd2_unbiased", "cross_only"])
+def test_the_objective_uses_the_configured_form(form: str) -> None:
+    gen = torch.Generator().manual_seed(4)
+    att = torch.rand(5, 3, generator=gen)
+    model = IZF(att, 8, IZFConfig(n_blocks=2, hidden=16, seed=0, immd_form=form))
+    v, y = torch.rand(20, 8, generator=gen), torch.randint(0, 3, (20,), generator=gen)
+    out = model.objective(v, y, torch.tensor([3, 4]), torch.Generator().manual_seed(0))
+    expected = -(out["k_ss"] - 2.0 * out["k_su"]) if form == "cross_only" else \
+        -(out["k_ss"] + out["k_uu"] - 2.0 * out["k_su"])
+    assert torch.equal(out["l_immd"].detach(), expected)
+
+
+def test_the_default_form_leaves_stored_grid_fingerprints_unchanged() -> None:
+    """Stored grids (results/) are found by config_key; a new setting at its default must not move them."""
+    from izf_lib.experiments.digits_splits import config_key
+
+    default, other = IZFConfig(), IZFConfig(immd_form="cross_only")
+    settings = {k: v for k, v in default.to_dict().items() if k not in ("seed", "immd_form")}
+    import hashlib
+    import json
+
+    assert config_key(default) == hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    assert config_key(other) != config_key(default)

@@ -100,9 +100,14 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
     return rows
 
 
+# Settings added after grids were stored: at these values they leave the fingerprint as it was.
+KEY_NEUTRAL = {"immd_form": "neg_mmd2_biased"}
+
+
 def config_key(config: IZFConfig) -> str:
     """A short fingerprint of every setting but the seed: rows of different settings never mix on resume."""
-    settings = {k: v for k, v in config.to_dict().items() if k != "seed"}
+    settings = {k: v for k, v in config.to_dict().items()
+                if k != "seed" and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
