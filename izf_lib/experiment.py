@@ -33,6 +33,8 @@ RESULTS_FILE = "results.json"
 
 class CollapseWarning(UserWarning):
     """A run whose generated unseen features collapsed (izf_lib.collapse): its IZF-Softmax scores are not sound."""
+
+
 SELECTION_NOTES = {
     "final": "scores of the last epoch of a fixed schedule",
     "val": "epoch with the best GZSL H on class-level validation fold {fold} (trainval only)",

@@ -126,7 +126,7 @@ def mmd2(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES, unbiased: b
 def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:
     """L_iMMD = -MMD^2(real seen batch, generated unseen batch): pushes generated unseen features
     away from the real seen ones (negative-sample MMD; weight lambda_3 = 0.1, supplementary 4.2)."""
-    return -mmd2(v_seen, v_unseen_generated, scales)
+    return immd_from_terms(*mmd2_terms(v_seen, v_unseen_generated, scales))
 
 
 def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_mmd2_biased") -> Tensor:

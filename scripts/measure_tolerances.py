@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from nbval_tolerance import TOLERANCES  # noqa: E402
+from nbval_tolerance import TOLERANCES, _as_text, _text_fields  # noqa: E402
 
 # Each instruction set: the variables that hold ATen, MKL and oneDNN to it.
 CAPABILITIES = {
@@ -117,11 +117,8 @@ def foreign_rows(folder: Path, notebooks: list[str]) -> list[dict]:
 
 
 def _numbers_text(cell: dict) -> str:
-    parts = []
-    for o in cell.get("outputs", []):
-        t = o.get("text") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain")
-        parts.append("".join(t) if isinstance(t, list) else (t or ""))
-    return "\n".join(parts)
+    """Every text a stored cell shows, joined (the plugin's view of its outputs)."""
+    return "\n".join(_as_text(box[key]) for o in cell.get("outputs", []) for box, key in _text_fields(o))
 
 
 def round_up(x: float, digits: int = 2) -> float:
