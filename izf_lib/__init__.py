@@ -26,7 +26,8 @@ Running
 Experiments (``izf_lib.experiments``: what reproduces one figure or table)
     ``toy``, ``toy_baselines``, ``zsl_baselines``, ``digits_splits``, ``reported``, ``oracle`` (data
     from a known IZF model), ``ablation`` (DIGITS ablations, stacking curves), ``diagnosis`` (where a
-    generator puts the unseen class means), ``grid`` (parallel, resumable runs)
+    generator puts the unseen class means), ``immd_forms`` (the forms of L_iMMD on surrogates and the
+    declared rule that chose the default), ``grid`` (parallel, resumable runs)
 """
 
 __version__ = "0.1.0"

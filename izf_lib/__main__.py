@@ -76,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--out", required=True, help="folder for chosen_config.json, trials.json, tune_summary.json")
     tu.add_argument("--trials", type=int, default=16, help="trials at most; trial 0 is the preset itself")
     tu.add_argument("--budget", type=float, default=12.0, help="minutes; no new trial starts after this")
-    tu.add_argument("--fold", type=int, help="xlsa17 fold K (default: the first fold, else a seeded class split)")
+    tu.add_argument("--fold", type=int, help="xlsa17 fold K only (default: every fold with 2+ validation classes, "
+                    "else --seeded-folds seeded class splits)")
+    tu.add_argument("--repeats", type=int, default=1, help="training seeds per fold and trial (default 1)")
+    tu.add_argument("--seeded-folds", type=int, default=3,
+                    help="seeded class splits to use when the dataset has no usable xlsa17 fold (default 3)")
     tu.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="settings the trials start from")
     tu.add_argument("--classifier", choices=CLASSIFIERS, default="softmax", help="whose validation scores count")
     tu.add_argument("--space", help="JSON file {setting: [values]} replacing izf_lib.tune.SEARCH_SPACE")
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"{args.space}: a search space is a JSON object {{setting: [values]}}")
             summary = tune(args.dataset, args.data_dir, args.out, preset=args.preset, trials=args.trials,
                            budget_minutes=args.budget, fold=args.fold, classifier=args.classifier, seed=args.seed,
-                           space=space, device=args.device, progress=not args.quiet)
+                           space=space, device=args.device, progress=not args.quiet, repeats=args.repeats,
+                           seeded_folds=args.seeded_folds)
             print(json.dumps(summary, indent=1))
             print(f"wrote {Path(args.out) / 'chosen_config.json'}; train with: python -m izf_lib train "
                   f"--dataset {args.dataset} --config {Path(args.out) / 'chosen_config.json'} --out runs/...")

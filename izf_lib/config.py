@@ -18,12 +18,15 @@ from .data import FEATURE_SCALINGS
 from .losses import IMQ_SCALES
 from .precision import PRECISIONS
 
-__all__ = ["IZFConfig", "SELECTION_RULES", "IMMD_FORMS", "CLASSIFIERS", "PRESETS"]
+__all__ = ["IZFConfig", "SELECTION_RULES", "IMMD_FORMS", "SCALE_BASES", "CLASSIFIERS", "PRESETS"]
 
 SELECTION_RULES = ("final", "val", "best_test")
 # The forms of L_iMMD (izf_lib.losses.immd_from_terms). "neg_mmd2_biased" is the development code's
 # -MMD^2 (V-statistic), which also rewards a tight generated set; the others are alternatives to measure.
-IMMD_FORMS = ("neg_mmd2_biased", "neg_mmd2_unbiased", "cross_only")
+IMMD_FORMS = ("neg_mmd2_biased", "neg_mmd2_unbiased", "neg_mmd2_bounded", "cross_only")
+# What the iMMD kernel scales are measured in (izf_lib.losses.kernel_scales): "fixed" takes mmd_scales as they
+# are; "median" multiplies them by the median squared distance between real seen training features.
+SCALE_BASES = ("fixed", "median")
 CLASSIFIERS = ("nbc", "softmax")  # IZF-NBC and IZF-Softmax
 
 # Named run profiles (overrides of the defaults below), used by the chapters and `make results`.
@@ -51,6 +54,7 @@ class IZFConfig:
     lambda_immd: float = 0.1     # supp. 4.2: lambda_3 = 0.1
     mmd_scales: tuple[float, ...] = IMQ_SCALES  # dev: multi-scale IMQ kernel (losses.IMQ_SCALES)
     immd_form: str = "neg_mmd2_biased"  # dev: -(E k_ss + E k_uu - 2 E k_su); see IMMD_FORMS
+    mmd_scale_basis: str = "fixed"  # dev: the scales as they are; "median": times the data's median ||v - v'||^2
     # training
     epochs: int = 100            # supp. 5.2: "~100 epochs"
     batch_size: int = 256        # dev
@@ -78,6 +82,10 @@ class IZFConfig:
         self.mmd_scales = tuple(float(s) for s in self.mmd_scales)
         if self.immd_form not in IMMD_FORMS:
             raise ValueError(f"immd_form must be one of {IMMD_FORMS}, got '{self.immd_form}'")
+        if self.mmd_scale_basis not in SCALE_BASES:
+            raise ValueError(f"mmd_scale_basis must be one of {SCALE_BASES}, got '{self.mmd_scale_basis}'")
+        if not self.mmd_scales or min(self.mmd_scales) <= 0:
+            raise ValueError(f"mmd_scales must be positive numbers, got {self.mmd_scales}")
         if self.selection not in SELECTION_RULES:
             raise ValueError(f"selection must be one of {SELECTION_RULES}, got '{self.selection}'")
         if self.precision not in PRECISIONS:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .collapse import COLLAPSED_SPREAD_RATIO, collapse_summary
+from .collapse import COLLAPSED_SPREAD_RATIO, SCATTERED_SPREAD_RATIO, collapse_summary
 from .config import CLASSIFIERS, IZFConfig
 from .data import ZSLData, validation_split
 from .evaluation import evaluation_generator, score, score_benchmark
@@ -32,7 +32,7 @@ RESULTS_FILE = "results.json"
 
 
 class CollapseWarning(UserWarning):
-    """A run whose generated unseen features collapsed (izf_lib.collapse): its IZF-Softmax scores are not sound."""
+    """A run whose generated unseen features collapsed or scattered (izf_lib.collapse): IZF-Softmax is not sound."""
 
 
 SELECTION_NOTES = {
@@ -64,6 +64,7 @@ class RunResult:
     timings: dict[str, float]
     environment: dict[str, Any]
     collapse: dict[str, Any] | None = None  # izf_lib.collapse.collapse_summary (absent in older files)
+    immd_kernel: dict[str, Any] | None = None  # the iMMD kernel as used: scales, bounds (absent in older files)
 
     def scores(self, clf: str) -> dict[str, float]:
         """T1, U, S and H (percent) of one classifier at its selected epoch."""
@@ -190,13 +191,18 @@ def fit(
                      "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
                      **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {})},
         collapse=collapse_summary(history),
+        immd_kernel={"scales": list(model.kernel_scales),
+                     "bounds": list(model.immd_bounds) if model.immd_bounds is not None else None},
     )
     result.write(out)
-    if result.collapse["collapsed"]:
+    c = result.collapse
+    if c["collapsed"] or c["scattered"]:
+        what, since = (("collapsed", f"first below {COLLAPSED_SPREAD_RATIO:g} at epoch {c['first_epoch_below']}")
+                       if c["collapsed"] else
+                       ("scattered", f"first above {SCATTERED_SPREAD_RATIO:g} at epoch {c['first_epoch_above']}"))
         warnings.warn(
-            f"{data.name}, seed {config.seed}: the generated unseen features collapsed (final spread_ratio "
-            f"{result.collapse['final_spread_ratio']:.3g}, first below {COLLAPSED_SPREAD_RATIO:g} at epoch "
-            f"{result.collapse['first_epoch_below']}): IZF-Softmax is trained on near-point unseen classes; "
-            f"see {out / RESULTS_FILE} 'collapse' and the per-epoch 'gen' and k_* records",
+            f"{data.name}, seed {config.seed}: the generated unseen features {what} (final spread_ratio "
+            f"{c['final_spread_ratio']:.3g}, {since}): IZF-Softmax is trained on unseen classes unlike any real "
+            f"class; see {out / RESULTS_FILE} 'collapse' and the per-epoch 'gen' and k_* records",
             CollapseWarning, stacklevel=2)
     return result

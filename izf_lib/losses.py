@@ -25,6 +25,9 @@ __all__ = [
     "mmd2_terms",
     "immd_loss",
     "immd_from_terms",
+    "median_sq_distance",
+    "immd_bounds",
+    "kernel_scales",
 ]
 
 IMQ_SCALES: tuple[float, ...] = (0.1, 0.2, 1.5, 3.0, 5.0, 10.0)  # development code
@@ -90,20 +93,31 @@ def fixed_class_groups(y: Tensor, classes: Tensor) -> tuple[Tensor, Tensor, Tens
     return classes, inverse, counts
 
 
-def imq_kernel(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:
-    """Multi-scale inverse multiquadric kernel k(x, x') = sum_C C / (C + ||x - x'||^2); shape (n, m)."""
+def imq_kernel(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES,
+               min_d2: float | None = None, max_d2: float | None = None) -> Tensor:
+    """Multi-scale inverse multiquadric kernel k(x, x') = sum_C C / (C + ||x - x'||^2); shape (n, m).
+
+    ``min_d2`` / ``max_d2`` clamp the squared distance first (a bounded kernel): pairs closer than
+    ``min_d2`` or farther than ``max_d2`` count as at that distance and get no gradient.
+    """
     d2 = (x.pow(2).sum(1)[:, None] + y.pow(2).sum(1)[None, :] - 2.0 * x @ y.T).clamp_min(0.0)
+    if min_d2 is not None or max_d2 is not None:
+        d2 = d2.clamp(min=min_d2, max=max_d2)
     return sum(s / (s + d2) for s in scales)
 
 
 def mmd2_terms(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES,
-               unbiased: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+               unbiased: bool = False, bounds: tuple[float, float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The three terms of MMD^2(x, y): E k(x, x'), E k(y, y') and E k(x, y), each a scalar.
 
     Biased (V-statistic): the means of the kernel matrices, diagonals included; unbiased
-    (U-statistic): the within-set means drop the diagonal.
+    (U-statistic): the within-set means drop the diagonal. ``bounds`` = (b_l, b_u) bounds the
+    kernel as :func:`immd_bounds` explains: within y, squared distances below b_l count as b_l;
+    between x and y, those above b_u count as b_u.
     """
-    kxx, kyy, kxy = imq_kernel(x, x, scales), imq_kernel(y, y, scales), imq_kernel(x, y, scales)
+    b_l, b_u = bounds if bounds is not None else (None, None)
+    kxx, kyy = imq_kernel(x, x, scales), imq_kernel(y, y, scales, min_d2=b_l)
+    kxy = imq_kernel(x, y, scales, max_d2=b_u)
     n, m = x.shape[0], y.shape[0]
     if unbiased:
         if n < 2 or m < 2:
@@ -132,13 +146,69 @@ def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float
 def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_mmd2_biased") -> Tensor:
     """L_iMMD from the three kernel terms of :func:`mmd2_terms` (``IZFConfig.immd_form``).
 
-    ``neg_mmd2_biased`` / ``neg_mmd2_unbiased``: -(E k_ss + E k_uu - 2 E k_su), the negative MMD^2 (the
-    terms come biased or unbiased from :func:`mmd2_terms`); it is lowered by a tight generated set as
-    well as by a far one. ``cross_only``: -(E k_ss - 2 E k_su), the same value without E k_uu, so only
+    ``neg_mmd2_biased`` / ``neg_mmd2_unbiased`` / ``neg_mmd2_bounded``: -(E k_ss + E k_uu - 2 E k_su), the
+    negative MMD^2 (the terms come biased, unbiased or from the bounded kernel of :func:`mmd2_terms`);
+    unbounded, it is lowered by a tight generated set as well as by a far one. ``cross_only``:
+    -(E k_ss - 2 E k_su), the same value without E k_uu, so only
     the push away from the real seen batch remains and collapse earns nothing.
     """
-    if form in ("neg_mmd2_biased", "neg_mmd2_unbiased"):
+    if form in ("neg_mmd2_biased", "neg_mmd2_unbiased", "neg_mmd2_bounded"):
         return -(k_ss + k_uu - 2.0 * k_su)
     if form == "cross_only":
         return -(k_ss - 2.0 * k_su)
-    raise ValueError(f"immd_form must be neg_mmd2_biased, neg_mmd2_unbiased or cross_only, got '{form}'")
+    raise ValueError(f"immd_form must be neg_mmd2_biased, neg_mmd2_unbiased, neg_mmd2_bounded or cross_only, "
+                     f"got '{form}'")
+
+
+def median_sq_distance(v: Tensor, max_rows: int = 2048) -> float:
+    """The median of ||v_i - v_j||^2 over pairs i < j of the rows of v (N, d), from at most ``max_rows`` rows.
+
+    The rows are taken at an even stride (no random draw), so the value depends on the data alone.
+    """
+    if v.shape[0] < 2:
+        raise ValueError(f"the median pairwise distance needs at least two rows, got {v.shape[0]}")
+    rows = v[:: max(1, -(-v.shape[0] // max_rows))].double()
+    d2 = torch.cdist(rows, rows).pow(2)
+    i, j = torch.triu_indices(rows.shape[0], rows.shape[0], offset=1, device=rows.device)
+    return float(d2[i, j].median())
+
+
+def kernel_scales(scales: Sequence[float], basis: str, v_seen: Tensor | None = None) -> tuple[float, ...]:
+    """The IMQ scales used by L_iMMD (``IZFConfig.mmd_scale_basis``): ``scales`` as given (``fixed``), or times
+    the median squared distance between the real seen training features ``v_seen`` (``median``).
+
+    With fixed scales of 0.1 to 10 and min-max features in 2048 dimensions (squared distances near 100),
+    every kernel value between two different features is small; measured in the data's own unit the
+    kernel sees the distances it compares.
+    """
+    if basis == "fixed":
+        return tuple(float(s) for s in scales)
+    if basis == "median":
+        if v_seen is None:
+            raise ValueError("mmd_scale_basis 'median' needs the real seen training features")
+        m = median_sq_distance(v_seen)
+        if not m > 0:
+            raise ValueError(f"the median squared distance between seen training features is {m}; "
+                             "'median' kernel scales need distinct features")
+        return tuple(float(s) * m for s in scales)
+    raise ValueError(f"mmd_scale_basis must be 'fixed' or 'median', got '{basis}'")
+
+
+def immd_bounds(v_seen: Tensor, y_seen: Tensor, max_rows: int = 2048) -> tuple[float, float]:
+    """(b_l, b_u) of the bounded iMMD kernel, from the real seen training features v_seen (N, d) alone.
+
+    b_l: the median squared distance between two features of the same seen class, so a generated
+    unseen set tighter than a real class earns nothing; b_u: the median squared distance between
+    any two seen features, so pushing a generated feature farther from the real seen ones than
+    they lie from each other earns nothing. This mirrors the bounded kernel of Wang, Sun and
+    Halgamuge (ICLR 2019), which bounds MMD-GAN's kernel so maximising MMD^2 stops rewarding
+    a contracted or a scattered set. Rows are taken at an even stride (no random draw).
+    """
+    step = max(1, -(-v_seen.shape[0] // max_rows))
+    v, y = v_seen[::step].double(), y_seen[::step]
+    d2 = torch.cdist(v, v).pow(2)
+    i, j = torch.triu_indices(v.shape[0], v.shape[0], offset=1, device=v.device)
+    same = y[i] == y[j]
+    if not same.any():
+        raise ValueError("the bounded iMMD kernel needs two training features of one seen class")
+    return float(d2[i, j][same].median()), float(d2[i, j].median())

@@ -38,6 +38,17 @@ class IZF(nn.Module):
         self.flow = IZFFlow(d_v, self.config.n_blocks, self.config.hidden, self.config.clamp, seed=self.config.seed)
         self.flow.set_precision(self.config.precision)
         self.register_buffer("att", att.detach().clone().float())
+        # the iMMD kernel's scales and the bounds of the bounded form: fit_immd_kernel measures them on the data
+        self.kernel_scales: tuple[float, ...] = tuple(self.config.mmd_scales)
+        self.immd_bounds: tuple[float, float] | None = None
+
+    def fit_immd_kernel(self, v_seen: Tensor, y_seen: Tensor) -> None:
+        """Set the iMMD kernel's scales (``mmd_scale_basis``) and bounds (``neg_mmd2_bounded``) from real seen
+        training features v_seen (N, d_v) and their labels; a no-op for fixed scales and an unbounded form."""
+        cfg = self.config
+        self.kernel_scales = losses.kernel_scales(cfg.mmd_scales, cfg.mmd_scale_basis, v_seen)
+        if cfg.immd_form == "neg_mmd2_bounded":
+            self.immd_bounds = losses.immd_bounds(v_seen, y_seen)
 
     def encode(self, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Forward pass: v (B, d_v) -> c (B, d_a), z_f (B, d_v - d_a), log_det (B,)."""
@@ -103,7 +114,13 @@ class IZF(nn.Module):
                 z_f_gen = None
             v_gen = self.generate_classes(unseen[pick], generator, z_f_gen)
             unbiased = cfg.immd_form == "neg_mmd2_unbiased"
-            k_ss, k_uu, k_su = losses.mmd2_terms(v, v_gen, cfg.mmd_scales, unbiased=unbiased)
+            bounds = None
+            if cfg.immd_form == "neg_mmd2_bounded":
+                if self.immd_bounds is None:
+                    raise ValueError("immd_form 'neg_mmd2_bounded' needs the kernel's bounds: call "
+                                     "model.fit_immd_kernel(v_seen, y_seen) first (train_model does)")
+                bounds = self.immd_bounds
+            k_ss, k_uu, k_su = losses.mmd2_terms(v, v_gen, self.kernel_scales, unbiased=unbiased, bounds=bounds)
             out["l_immd"] = losses.immd_from_terms(k_ss, k_uu, k_su, cfg.immd_form)
             # the terms, recorded per epoch (izf_lib.collapse): E k_uu -> K(0) is a collapsing generated set
             out["k_ss"], out["k_uu"], out["k_su"] = k_ss.detach(), k_uu.detach(), k_su.detach()

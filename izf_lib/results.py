@@ -12,23 +12,28 @@ from .experiment import RESULTS_FILE, RunResult
 
 __all__ = ["BENCHMARK_COLUMNS", "benchmark_rows", "upsert_benchmark_rows", "collect"]
 
+# no timings: they vary run to run (see results.json)
 BENCHMARK_COLUMNS = ["dataset", "seed", "classifier", "selection", "epoch", "T1", "U", "S", "H",
-                     "epochs", "quick", "device", "collapsed"]  # no timings: they vary run to run (see results.json)
+                     "epochs", "quick", "device", "collapsed", "scattered"]
 
 
 def benchmark_rows(result: RunResult, quick: bool) -> list[dict[str, Any]]:
     """One row per classifier of a run recorded by :func:`izf_lib.experiment.fit`.
 
-    ``collapsed`` (IZF-Softmax rows): whether the run's generated unseen features collapsed
-    (:mod:`izf_lib.collapse`); empty for IZF-NBC, which uses no generated features, and for runs
+    ``collapsed`` / ``scattered`` (IZF-Softmax rows): whether the run's generated unseen features
+    collapsed or scattered (:mod:`izf_lib.collapse`); empty for IZF-NBC, which uses no generated features, and for runs
     recorded before the measure existed.
     """
-    verdict = (result.collapse or {}).get("collapsed")
+    summary = result.collapse or {}
+
+    def flag(key: str, clf: str) -> Any:
+        return summary[key] if clf == "softmax" and summary.get(key) is not None else ""
+
     return [{
         "dataset": result.dataset, "seed": result.seed, "classifier": clf,
         "selection": result.selection["rule"], "epoch": result.selection["epochs"][clf], **result.scores(clf),
         "epochs": result.config["epochs"], "quick": quick, "device": result.environment["device"],
-        "collapsed": verdict if clf == "softmax" and verdict is not None else "",
+        "collapsed": flag("collapsed", clf), "scattered": flag("scattered", clf),
     } for clf in result.gzsl]
 
 

@@ -108,6 +108,8 @@ def train_model(
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     fixed_shapes = cuda_graphs == "on" or (cuda_graphs == "auto" and device.type == "cuda")
     model = IZF(train.att, train.d_v, config).to(device)
+    if train.unseen.numel():  # measured on the training features only (no test image is read)
+        model.fit_immd_kernel(train.v, train.y)
     opt = make_adam(model.parameters(), config.lr, config.weight_decay, device,
                     capturable=fixed_shapes and device.type == "cuda")
     history: list[dict[str, Any]] = []

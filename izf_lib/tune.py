@@ -4,9 +4,11 @@
 80% of their trainval images) and scores it on the fold's held-out classes as pseudo-unseen
 (and the other 20% as pseudo-seen test images): the xlsa17 ``trainclassesK.txt`` /
 ``valclassesK.txt`` fold K, or, for a dataset without folds, a seeded split of the seen
-classes (:func:`seeded_class_fold`). Trial 0 is always the preset itself, then random draws
-from :data:`SEARCH_SPACE`; the trial with the best objective (the mean of the validation CZSL
-T1 and GZSL H of one classifier) is written as ``chosen_config.json`` for ``train --config``.
+classes (:func:`seeded_class_fold`). Every trial is scored on every usable fold (and ``repeats``
+seeds), and its objective is the mean over them of the validation CZSL T1 and GZSL H of one
+classifier. Trial 0 is always the preset itself, then random draws from :data:`SEARCH_SPACE`; the
+choice follows :data:`SELECTION_RULE` (the preset stays unless beaten by more than the noise) and is
+written as ``chosen_config.json`` for ``train --config``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .evaluation import evaluation_generator, score
 from .rng import STREAM_TUNE, stream_seed
 from .train import resolve_device, train_model
 
-__all__ = ["SEARCH_SPACE", "MIN_VAL_CLASSES", "seeded_class_fold", "tune"]
+__all__ = ["SEARCH_SPACE", "MIN_VAL_CLASSES", "SELECTION_RULE", "seeded_class_fold", "choose_trial", "tune"]
 
 # ours: a small space around the defaults, each axis one the ablation chapter measures
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -44,6 +46,42 @@ SEARCH_SPACE: dict[str, list[Any]] = {
 
 
 MIN_VAL_CLASSES = 2  # CZSL among fewer than 2 pseudo-unseen classes is always right: nothing to select on
+SE_MARGIN = 2.0      # how many standard errors a trial must win by to replace the preset
+
+SELECTION_RULE = (
+    "the preset (trial 0) is kept unless the trial with the best mean validation objective beats it, "
+    f"evaluation by evaluation (same folds and seeds), by more than {SE_MARGIN:g} standard errors of that "
+    "paired difference; with a single evaluation per trial no error can be measured and the preset is kept"
+)
+
+
+def _standard_error(values: list[float]) -> float | None:
+    """The standard error of the mean of ``values``; None for fewer than two."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def choose_trial(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(best, chosen, reason) under :data:`SELECTION_RULE`; ``records[0]`` is the preset.
+
+    The best of many noisy trials is lucky as well as good (on a 2-class fold, one seed, a trial's
+    validation objective moved by more than 10 points), so winning has to beat the noise seen.
+    """
+    preset = records[0]
+    best = max(records, key=lambda r: (r["objective"], -r["trial"]))
+    if best is preset:
+        return best, preset, "the preset has the best mean validation objective"
+    diffs = [b["objective"] - p["objective"] for b, p in zip(best["evaluations"], preset["evaluations"], strict=True)]
+    mean, se = float(np.mean(diffs)), _standard_error(diffs)
+    if se is None:
+        return best, preset, (f"trial {best['trial']} leads by {mean:.1f} on a single evaluation, which measures no "
+                              "error: the preset is kept")
+    if mean > SE_MARGIN * se:
+        return best, best, (f"trial {best['trial']} beats the preset by {mean:.1f} +- {se:.1f} (s.e. of the paired "
+                            f"difference over {len(diffs)} evaluations), more than {SE_MARGIN:g} s.e.")
+    return best, preset, (f"trial {best['trial']} leads by {mean:.1f} +- {se:.1f} (s.e., {len(diffs)} paired "
+                          f"evaluations), not more than {SE_MARGIN:g} s.e.: the preset is kept")
 
 
 def seeded_class_fold(data: ZSLData, seed: int, share: float = 0.25) -> tuple[list[str], list[str]]:
@@ -91,8 +129,14 @@ def tune(
     space: dict[str, list[Any]] | None = None,
     device: str = "auto",
     progress: bool = True,
+    repeats: int = 1,
+    seeded_folds: int = 3,
 ) -> dict[str, Any]:
     """Run up to ``trials`` trials (stopping once ``budget_minutes`` have passed) and write the choice.
+
+    Each trial is trained and scored on every usable validation fold (only ``fold`` when given), or on
+    ``seeded_folds`` seeded class splits when the dataset has none, ``repeats`` seeds each; the choice
+    follows :data:`SELECTION_RULE`.
 
     Writes ``out_dir/chosen_config.json`` (the preset plus the chosen overrides, loadable with
     ``train --config``), ``out_dir/trials.json`` (every trial's settings, validation scores and
@@ -104,6 +148,8 @@ def tune(
     _check_space(space)
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
+    if repeats < 1 or seeded_folds < 1:
+        raise ValueError(f"repeats and seeded_folds must be >= 1, got {repeats} and {seeded_folds}")
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, got '{classifier}'")
     if preset not in PRESETS:
@@ -125,13 +171,17 @@ def tune(
         if fold not in usable:
             raise DataError(f"{first.source or dataset}: validation fold {fold} has {len(first.folds[fold][1])} "
                             f"validation classes; tuning needs at least {MIN_VAL_CLASSES} pseudo-unseen classes")
-    fold_used = fold if fold is not None else (min(usable) if usable else 0)
-    if fold_used in usable:
-        fold_names, fold_note = usable[fold_used], f"xlsa17 fold {fold_used}"
-    else:
-        fold_names = seeded_class_fold(first, seed)
-        fold_note = (f"seeded split of the seen classes (seed {seed}, izf_lib.tune.seeded_class_fold): the dataset "
-                     f"has no xlsa17 fold with at least {MIN_VAL_CLASSES} validation classes")
+    if fold is not None:
+        folds = [(fold, first.folds[fold], f"xlsa17 fold {fold}")]
+    elif usable:
+        folds = [(k, usable[k], f"xlsa17 fold {k}") for k in sorted(usable)]
+    else:  # no usable xlsa17 fold: seeded splits of the seen classes, one per seed
+        folds = [(0, seeded_class_fold(first, seed + j), f"seeded split of the seen classes (seed {seed + j})")
+                 for j in range(seeded_folds)]
+    fold_note = "; ".join(note for _, _, note in folds)
+    if not usable and fold is None:
+        fold_note += (f" (izf_lib.tune.seeded_class_fold: the dataset has no xlsa17 fold with at least "
+                      f"{MIN_VAL_CLASSES} validation classes)")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,29 +192,40 @@ def tune(
     for i, params in enumerate(bar):
         if i > 0 and time.perf_counter() - start > 60 * budget_minutes:
             break
-        config = IZFConfig.preset(preset, **{**params, "seed": seed, "eval_every": 0})
-        data = dataclasses.replace(data_for(config.feature_scaling), folds={fold_used: fold_names})
-        split, (v_s, y_s, v_u, y_u) = validation_split(data, fold_used, seed)
         t0 = time.perf_counter()
-        model, _ = train_model(split, config, dev, progress=False)
-        scores = score(model, split, v_s, y_s, v_u, y_u, CLASSIFIERS, config,
-                       evaluation_generator(seed, config.epochs, dev, validation=True))
-        t1, h = scores["czsl"][classifier]["T1"], scores["gzsl"][classifier]["H"]
-        objective = 0.5 * (t1 + h) if math.isfinite(t1 + h) else -math.inf
-        records.append({"trial": i, "params": params, "objective": objective, "val": scores,
+        evaluations = []
+        for k, names, note in folds:
+            for r in range(repeats):
+                run_seed = seed + r
+                config = IZFConfig.preset(preset, **{**params, "seed": run_seed, "eval_every": 0})
+                data = dataclasses.replace(data_for(config.feature_scaling), folds={k: names})
+                split, (v_s, y_s, v_u, y_u) = validation_split(data, k, run_seed)
+                model, _ = train_model(split, config, dev, progress=False)
+                scores = score(model, split, v_s, y_s, v_u, y_u, CLASSIFIERS, config,
+                               evaluation_generator(run_seed, config.epochs, dev, validation=True))
+                t1, h = scores["czsl"][classifier]["T1"], scores["gzsl"][classifier]["H"]
+                evaluations.append({"fold": note, "seed": run_seed, "val": scores,
+                                    "objective": 0.5 * (t1 + h) if math.isfinite(t1 + h) else -math.inf})
+        values = [e["objective"] for e in evaluations]
+        records.append({"trial": i, "params": params, "objective": float(np.mean(values)),
+                        "objective_se": _standard_error(values), "evaluations": evaluations,
                         "seconds": time.perf_counter() - t0})
         best = max(records, key=lambda r: r["objective"])
         bar.set_postfix_str(f"best trial {best['trial']}: {best['objective']:.1f}")
         (out / "trials.json").write_text(json.dumps(records, indent=1))
-    best = max(records, key=lambda r: (r["objective"], -r["trial"]))
-    chosen = {**PRESETS[preset], "eval_every": 0, **best["params"]}
+    best, chosen_record, reason = choose_trial(records)
+    chosen = {**PRESETS[preset], "eval_every": 0, **chosen_record["params"]}
     IZFConfig.from_dict(chosen)  # a chosen config always loads
     (out / "chosen_config.json").write_text(json.dumps(chosen, indent=1) + "\n")
     summary = {
         "dataset": dataset, "preset": preset, "classifier": classifier, "fold": fold_note,
-        "validation_classes": fold_names[1], "objective": "mean of validation CZSL T1 and GZSL H (percent)",
-        "trials_run": len(records), "trials_planned": len(plan), "chosen_trial": best["trial"],
-        "chosen_params": best["params"], "chosen_objective": best["objective"],
+        "validation_classes": [names[1] for _, names, _ in folds],
+        "objective": "mean of validation CZSL T1 and GZSL H (percent), averaged over every fold and seed",
+        "evaluations_per_trial": len(folds) * repeats, "rule": SELECTION_RULE,
+        "trials_run": len(records), "trials_planned": len(plan), "best_trial": best["trial"],
+        "best_objective": best["objective"], "chosen_trial": chosen_record["trial"],
+        "chosen_params": chosen_record["params"], "chosen_objective": chosen_record["objective"],
+        "chosen_objective_se": chosen_record["objective_se"], "reason": reason,
         "seconds": time.perf_counter() - start, "device": str(dev), "threads": torch.get_num_threads(),
     }
     (out / "tune_summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -16,6 +16,8 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
   tuned     `tune` on each split of ablation.SPLIT_SUBSET (its own seen classes only; 16 trials, one thread
             each, its time in tunes.csv), then each split's chosen settings x 3 seeds beside the baselines
   gan       supplementary 4.2's CGAN + iMMD (the toy's trainer) on DIGITS, beta in {0.1, 0} x 3 seeds x 1000 iterations
+  immd_forms  the forms of L_iMMD of izf_lib.experiments.immd_forms on its surrogates, 1 seed x 100 epochs, and the
+            declared rule's choice (choice.json)
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -26,6 +28,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
-from izf_lib.experiments import ablation, diagnosis, digits_splits, oracle, toy  # noqa: E402
-from izf_lib.experiments.grid import run_jobs  # noqa: E402
+from izf_lib.experiments import ablation, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
+from izf_lib.experiments.grid import run_jobs, write_json_atomic  # noqa: E402
 
-GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan")
+GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         calls += ablation.gan_calls(out / "gan", range(3), iterations=20 if smoke else 1000)
         writers.append(lambda: ablation.write_gan_csv(out / "gan"))
     calls += toy_calls.get("CVAE", [])
+    if "immd_forms" in args.only:
+        root = out / "immd_forms"
+        data_root = Path(tempfile.mkdtemp(prefix="izf_surrogates_")) if smoke else ROOT / "runs" / "data" / "immd_forms"
+        calls = immd_forms.immd_form_calls(root, range(1), epochs=1 if smoke else 100, data_root=data_root,
+                                           extra={"softmax_steps": 5, "hidden": 16} if smoke else None) + calls
+
+        def write_choice() -> Path:
+            choice = immd_forms.choose(immd_forms.read_rows(root))
+            write_json_atomic(root / "choice.json", choice)
+            return root / "choice.json"
+
+        writers.append(write_choice)
     if "oracle" in args.only:
         calls += oracle.oracle_grid_calls(out / "oracle", range(1 if smoke else 10))
         writers.append(lambda: oracle.write_oracle_csv(out / "oracle"))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from izf_lib.collapse import (
     COLLAPSED_SPREAD_RATIO,
     collapse_summary,
+    degenerate,
     generation_diagnostics,
-    rms_pairwise_distance,
+    median_pairwise_distance,
     seen_statistics,
 )
 from izf_lib.config import IZFConfig
@@ -19,12 +18,12 @@ from izf_lib.losses import mmd2, mmd2_terms
 from izf_lib.model import IZF
 
 
-def test_rms_pairwise_distance_equals_the_brute_force_mean_over_pairs() -> None:
-    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    d2 = torch.cdist(x, x) ** 2
-    brute = math.sqrt(d2.sum().item() / (9 * 8))
-    assert rms_pairwise_distance(x).item() == pytest.approx(brute, rel=1e-12)
-    assert rms_pairwise_distance(x[:1]).item() == 0.0
+def test_median_pairwise_distance_on_a_hand_made_set_ignores_one_far_point() -> None:
+    # 0, 1, 2 on a line and one point at 1000: distances 1, 2, 1 and 1000, 999, 998 -> the median pair is 2 or 998;
+    # torch's median of an even count is the lower middle value, 2
+    x = torch.tensor([[0.0], [1.0], [2.0], [1000.0]], dtype=torch.float64)
+    assert median_pairwise_distance(x).item() == 2.0
+    assert median_pairwise_distance(x[:1]).item() == 0.0
 
 
 def test_seen_statistics_on_a_hand_made_set() -> None:
@@ -32,7 +31,7 @@ def test_seen_statistics_on_a_hand_made_set() -> None:
     v = torch.tensor([[0.0], [2.0], [10.0], [10.0]])
     stats = seen_statistics(v, torch.tensor([0, 0, 1, 1]))
     assert stats.means.flatten().tolist() == [1.0, 10.0]
-    assert stats.spread == pytest.approx(1.0)  # (2 + 0) / 2
+    assert stats.spread == pytest.approx(1.0)  # (2 + 0) / 2, one pair per class
     assert stats.mean_gap == pytest.approx(9.0)
 
 
@@ -63,8 +62,10 @@ class _Contracting(torch.nn.Module):
         return centre + self.factor * z
 
 
-@pytest.mark.parametrize(("factor", "collapsed"), [(1.0, False), (1e-3, True)])
-def test_a_contracted_generator_is_flagged_and_a_spread_one_is_not(factor: float, collapsed: bool) -> None:
+@pytest.mark.parametrize(("factor", "collapsed", "scattered"), [(1.0, False, False), (1e-3, True, False),
+                                                               (1e3, False, True)])
+def test_a_contracted_or_scattered_generator_is_flagged_and_a_spread_one_is_not(
+        factor: float, collapsed: bool, scattered: bool) -> None:
     gen = torch.Generator().manual_seed(2)
     d_v, att = 6, torch.eye(4)[:, :3] * 5
     v = torch.cat([torch.nn.functional.pad(att[k], (0, 3)) + torch.randn(50, d_v, generator=gen) for k in range(2)])
@@ -76,6 +77,9 @@ def test_a_contracted_generator_is_flagged_and_a_spread_one_is_not(factor: float
     assert summary["collapsed"] is collapsed
     assert (summary["final_spread_ratio"] < COLLAPSED_SPREAD_RATIO) is collapsed
     assert summary["first_epoch_below"] == (1 if collapsed else None)
+    assert summary["scattered"] is scattered
+    assert summary["first_epoch_above"] == (1 if scattered else None)
+    assert degenerate(summary) == ("collapsed" if collapsed else "scattered" if scattered else None)
     assert history[-1]["gen"]["to_seen"] > 0
 
 
@@ -109,14 +113,16 @@ def test_the_objective_uses_the_configured_form(form: str) -> None:
     assert torch.equal(out["l_immd"].detach(), expected)
 
 
-def test_the_default_form_leaves_stored_grid_fingerprints_unchanged() -> None:
-    """Stored grids (results/) are found by config_key; a new setting at its default must not move them."""
-    from izf_lib.experiments.digits_splits import config_key
-
-    default, other = IZFConfig(), IZFConfig(immd_form="cross_only")
-    settings = {k: v for k, v in default.to_dict().items() if k not in ("seed", "immd_form")}
+def test_settings_added_later_leave_stored_grid_fingerprints_unchanged() -> None:
+    """Stored grids (results/) are found by config_key; a setting added later, at the value every stored run
+    had, must not move them (the key of a config without it), while any other value must."""
     import hashlib
     import json
 
-    assert config_key(default) == hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    assert config_key(other) != config_key(default)
+    from izf_lib.experiments.digits_splits import KEY_NEUTRAL, config_key
+
+    dev = IZFConfig(**KEY_NEUTRAL)
+    settings = {k: v for k, v in dev.to_dict().items() if k != "seed" and k not in KEY_NEUTRAL}
+    assert config_key(dev) == hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    assert config_key(IZFConfig(**{**KEY_NEUTRAL, "immd_form": "cross_only"})) != config_key(dev)
+    assert config_key(IZFConfig(**{**KEY_NEUTRAL, "mmd_scale_basis": "median"})) != config_key(dev)

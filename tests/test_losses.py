@@ -9,7 +9,18 @@ import torch
 
 from izf_lib.density import conditional_log_prob
 from izf_lib.flows import IZFFlow, merge_z
-from izf_lib.losses import centralizing_loss, flow_loss_dev, flow_nll, immd_loss, imq_kernel, mmd2
+from izf_lib.losses import (
+    centralizing_loss,
+    flow_loss_dev,
+    flow_nll,
+    immd_bounds,
+    immd_loss,
+    imq_kernel,
+    kernel_scales,
+    median_sq_distance,
+    mmd2,
+    mmd2_terms,
+)
 
 
 def test_imq_kernel_is_sum_over_scales() -> None:
@@ -90,3 +101,47 @@ def test_dev_flow_loss_formula() -> None:
     att_y = torch.zeros(2, 2)
     # 10 * 1 + 4 / 2 - 3 / 6
     assert flow_loss_dev(c, z_f, log_det, att_y, w_c=10.0).item() == pytest.approx(11.5)
+
+
+def test_median_sq_distance_on_a_hand_made_set_and_its_stride() -> None:
+    # points 0, 1, 3 on a line: squared distances 1, 9, 4 -> median 4
+    assert median_sq_distance(torch.tensor([[0.0], [1.0], [3.0]])) == 4.0
+    # 6 rows capped at 3 take every 2nd row (0, 2, 4 -> squared distances 4, 16, 4 -> 4): no random draw
+    assert median_sq_distance(torch.arange(6.0)[:, None], max_rows=3) == 4.0
+    with pytest.raises(ValueError, match="at least two rows"):
+        median_sq_distance(torch.zeros(1, 3))
+
+
+def test_kernel_scales_fixed_or_in_the_data_unit() -> None:
+    v = torch.tensor([[0.0], [1.0], [3.0]])
+    assert kernel_scales((0.5, 2.0), "fixed") == (0.5, 2.0)
+    assert kernel_scales((0.5, 2.0), "median", v) == (2.0, 8.0)  # times the median 4
+    with pytest.raises(ValueError, match="distinct features"):
+        kernel_scales((1.0,), "median", torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="needs the real seen"):
+        kernel_scales((1.0,), "median")
+
+
+def test_immd_bounds_on_a_hand_made_set() -> None:
+    # class 0 at 0 and 1, class 1 at 10 and 12: within-class squared distances 1, 4 -> lower median 1;
+    # all six pairs 1, 100, 144, 81, 121, 4 -> lower median 81
+    v, y = torch.tensor([[0.0], [1.0], [10.0], [12.0]]), torch.tensor([0, 0, 1, 1])
+    assert immd_bounds(v, y) == (1.0, 81.0)
+    with pytest.raises(ValueError, match="two training features of one seen class"):
+        immd_bounds(v[[0, 2]], y[[0, 2]])
+
+
+def test_the_bounded_kernel_rewards_neither_collapse_nor_scatter() -> None:
+    """Within the generated set, pairs closer than b_l earn no more than b_l; across, farther than b_u no less."""
+    scales, bounds = (1.0, 4.0), (1.0, 9.0)
+    seen = torch.zeros(4, 2)
+    point = torch.full((4, 2), 5.0)                                # a collapsed generated set
+    spread = point + torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]) * 0.3  # pairs below b_l
+    k_point = mmd2_terms(seen, point, scales, bounds=bounds)
+    k_spread = mmd2_terms(seen, spread, scales, bounds=bounds)
+    assert torch.allclose(k_point[1], k_spread[1])  # E k_uu: collapse earns nothing once below b_l
+    assert torch.allclose(k_point[2], k_spread[2])  # E k_su: both beyond b_u, capped alike
+    far = (point * 10).requires_grad_(True)
+    mmd2_terms(seen, far, scales, bounds=bounds)[2].backward()
+    assert torch.count_nonzero(far.grad) == 0  # no push beyond b_u
+    assert mmd2_terms(seen, point, scales)[1] > k_point[1]  # unbounded, the collapsed set scores higher

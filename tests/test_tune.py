@@ -69,3 +69,32 @@ def test_tune_rejects_bad_input_with_clear_messages(digits_dir, tmp_path, capsys
     assert main(["tune", "--dataset", "DIGITS", "--data-dir", str(digits_dir), "--out", str(tmp_path),
                  "--space", str(tmp_path / "space.json")]) == 2
     assert "space.json" in capsys.readouterr().err
+
+
+def _trial(i: int, objectives: list[float]) -> dict:
+    return {"trial": i, "params": {"hidden": i}, "objective": sum(objectives) / len(objectives),
+            "evaluations": [{"objective": o} for o in objectives]}
+
+
+@pytest.mark.parametrize(("preset", "other", "chosen"), [
+    ([60.0, 62.0, 58.0], [70.0, 72.0, 68.0], 1),   # +10 on every fold: beyond 2 s.e. (s.e. 0)
+    ([60.0, 62.0, 58.0], [75.0, 55.0, 60.0], 0),   # +3.3 on average, but the paired differences spread
+    ([60.0], [74.6], 0),                           # one evaluation: no error can be measured, the preset stays
+    ([70.0, 70.0, 70.0], [60.0, 65.0, 69.0], 0),   # the preset is best
+])
+def test_choose_trial_keeps_the_preset_unless_beaten_beyond_the_noise(preset, other, chosen) -> None:
+    best, picked, reason = tune_module.choose_trial([_trial(0, preset), _trial(1, other)])
+    assert picked["trial"] == chosen, reason
+    assert best["objective"] == max(sum(preset) / len(preset), sum(other) / len(other))
+
+
+@pytest.mark.slow
+def test_every_trial_is_scored_on_every_fold(digits_dir, tmp_path) -> None:
+    summary = tune_module.tune("DIGITS", str(digits_dir), tmp_path, trials=2, space=TINY_SPACE, progress=False,
+                               seeded_folds=2, repeats=2)
+    trials = json.loads((tmp_path / "trials.json").read_text())
+    assert summary["evaluations_per_trial"] == 4 and all(len(t["evaluations"]) == 4 for t in trials)
+    assert len({e["fold"] for e in trials[0]["evaluations"]}) == 2  # two different class splits
+    assert {e["seed"] for e in trials[0]["evaluations"]} == {0, 1}
+    assert trials[0]["objective"] == pytest.approx(sum(e["objective"] for e in trials[0]["evaluations"]) / 4)
+    assert summary["reason"] and summary["rule"] == tune_module.SELECTION_RULE
