@@ -138,8 +138,9 @@ def mmd2(x: Tensor, y: Tensor, scales: Sequence[float] = IMQ_SCALES, unbiased: b
 
 
 def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float] = IMQ_SCALES) -> Tensor:
-    """L_iMMD = -MMD^2(real seen batch, generated unseen batch): pushes generated unseen features
-    away from the real seen ones (negative-sample MMD; weight lambda_3 = 0.1, supplementary 4.2)."""
+    """The development code's L_iMMD = -MMD^2(real seen batch, generated unseen batch) (``immd_form``
+    ``neg_mmd2_biased``): pushes generated unseen features away from the real seen ones, and also rewards a
+    tight generated set; training uses the configured form (:meth:`izf_lib.model.IZF.objective`)."""
     return immd_from_terms(*mmd2_terms(v_seen, v_unseen_generated, scales))
 
 
@@ -149,8 +150,8 @@ def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_m
     ``neg_mmd2_biased`` / ``neg_mmd2_unbiased`` / ``neg_mmd2_bounded``: -(E k_ss + E k_uu - 2 E k_su), the
     negative MMD^2 (the terms come biased, unbiased or from the bounded kernel of :func:`mmd2_terms`);
     unbounded, it is lowered by a tight generated set as well as by a far one. ``cross_only``:
-    -(E k_ss - 2 E k_su), the same value without E k_uu, so only
-    the push away from the real seen batch remains and collapse earns nothing.
+    -(E k_ss - 2 E k_su), the same value without E k_uu, so only the push away from the real seen batch
+    remains and collapse earns nothing (measured: with nothing to bound it, the push scatters the set).
     """
     if form in ("neg_mmd2_biased", "neg_mmd2_unbiased", "neg_mmd2_bounded"):
         return -(k_ss + k_uu - 2.0 * k_su)

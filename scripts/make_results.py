@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from izf_lib.data import XLSA17_NAMES  # noqa: E402
+from izf_lib.experiments.grid import objective_stamp  # noqa: E402
 from izf_lib.prepare import prepare_digits, prepare_synthetic  # noqa: E402
 from izf_lib.results import collect  # noqa: E402
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": quick, "seeds": seeds, "device": device,
         "machine": torch.cuda.get_device_name(0) if gpu else f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
         "date": dt.date.today().isoformat(), "datasets": sorted(datasets), "unavailable": unavailable,
-        "surrogates": surrogates,
+        "surrogates": surrogates, "objective": objective_stamp(),
         "command": "make results FULL=1" if args.full else "make results",
     }
     m = collect(runs, args.results, manifest)

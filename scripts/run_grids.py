@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
 from izf_lib.experiments import ablation, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
-from izf_lib.experiments.grid import run_jobs, write_json_atomic  # noqa: E402
+from izf_lib.experiments.grid import claim_folder, run_jobs, write_json_atomic  # noqa: E402
 
 GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms")
 
@@ -67,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         splits = ablation.SPLIT_SUBSET
         config = IZFConfig.preset("full", eval_every=0, **({"epochs": 1, "softmax_steps": 5, "hidden": 16}
                                                             if smoke else {}))
+        claim_folder(out / "digits_full")
         calls += digits_splits.digits_grid_calls(splits[:2] if smoke else splits, range(3), config,
                                                  out / "digits_full")
         writers.append(lambda: digits_splits.write_digits_csv(out / "digits_full", config))
     calls += toy_calls.get("CGAN", [])
+    if "ablation" in args.only or "ablation_splits" in args.only:
+        claim_folder(out / "ablation")  # runs of another L_iMMD form are never resumed into these
     if "ablation" in args.only:
         calls += ablation.ablation_calls(out / "ablation", range(1 if smoke else 3),
                                          ["defaults", "hidden 64"] if smoke else tuple(ablation.ABLATIONS))
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                          others[:1] if smoke else others)
         writers.append(lambda: ablation.write_ablation_csv(out / "ablation"))
     if "diagnosis" in args.only:
+        claim_folder(out / "diagnosis")  # (diagnosis_no_immd: lambda_3 = 0, no form to mix up)
         splits = ablation.SPLIT_SUBSET[:1] if smoke else ablation.SPLIT_SUBSET
         calls += diagnosis.diagnosis_calls(out / "diagnosis", splits, range(1 if smoke else 3))
         writers.append(lambda: diagnosis.write_diagnosis_csv(out / "diagnosis"))
@@ -102,14 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         def write_choice() -> Path:
             choice = immd_forms.choose(immd_forms.read_rows(root))
             write_json_atomic(root / "choice.json", choice)
+            # then the chosen form alone on the held-out surrogates, which took no part in the choice
+            run_jobs(immd_forms.immd_form_calls(root, range(1), epochs=1 if smoke else 100, data_root=data_root,
+                                                candidates=[choice["chosen"]], settings=list(immd_forms.HELD_OUT),
+                                                extra={"softmax_steps": 5, "hidden": 16} if smoke else None),
+                     args.jobs, desc="held-out surrogates")
             return root / "choice.json"
 
         writers.append(write_choice)
     if "oracle" in args.only:
+        claim_folder(out / "oracle")
         calls += oracle.oracle_grid_calls(out / "oracle", range(1 if smoke else 10))
         writers.append(lambda: oracle.write_oracle_csv(out / "oracle"))
     start = time.perf_counter()
     if "tuned" in args.only:  # every split's tune first: its runs need the chosen settings
+        claim_folder(out / "tuned")
         splits = ablation.SPLIT_SUBSET[:2] if smoke else ablation.SPLIT_SUBSET
         run_jobs(ablation.tune_calls(out / "tuned", splits, trials=2 if smoke else 16), args.jobs, desc="tunes")
         calls = ablation.tuned_calls(out / "tuned", splits, range(1 if smoke else 3)) + calls

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,8 +46,9 @@ def test_mmd2_is_the_sum_of_its_terms_and_the_loss_keeps_them() -> None:
         assert torch.equal(mmd2(x, y, unbiased=unbiased), k_xx + k_yy - 2.0 * k_xy)
     att = torch.rand(5, 3, generator=gen)
     model = IZF(att, 8, IZFConfig(n_blocks=2, hidden=16, seed=0))
-    out = model.objective(torch.rand(20, 8, generator=gen), torch.randint(0, 3, (20,), generator=gen),
-                          torch.tensor([3, 4]), gen)
+    v, y = torch.rand(20, 8, generator=gen), torch.arange(3).repeat(7)[:20]
+    model.fit_immd_kernel(v, y)  # the default form's bounds come from the seen training features
+    out = model.objective(v, y, torch.tensor([3, 4]), gen)
     assert torch.equal(out["l_immd"], -(out["k_ss"] + out["k_uu"] - 2.0 * out["k_su"]))
     assert not out["k_uu"].requires_grad
 
@@ -87,16 +91,21 @@ def test_no_generation_measures_means_no_verdict() -> None:
     assert collapse_summary([{"epoch": 1, "loss": 1.0}])["collapsed"] is None
 
 
-def test_each_immd_form_is_its_formula_and_the_default_is_the_development_code_loss() -> None:
+def test_each_immd_form_is_its_formula_and_the_default_is_the_chosen_one() -> None:
     from izf_lib.config import IMMD_FORMS
+    from izf_lib.experiments.immd_forms import CANDIDATES
     from izf_lib.losses import immd_from_terms, immd_loss
 
     gen = torch.Generator().manual_seed(3)
     x, y = torch.randn(16, 4, generator=gen), torch.randn(16, 4, generator=gen) + 2
     k_ss, k_uu, k_su = mmd2_terms(x, y)
-    assert torch.equal(immd_from_terms(k_ss, k_uu, k_su), immd_loss(x, y))  # the default, unchanged
+    assert torch.equal(immd_from_terms(k_ss, k_uu, k_su), immd_loss(x, y))  # immd_loss: the development form
     assert torch.equal(immd_from_terms(k_ss, k_uu, k_su, "cross_only"), -(k_ss - 2.0 * k_su))
-    assert IZFConfig().immd_form == IMMD_FORMS[0] == "neg_mmd2_biased"
+    assert IMMD_FORMS[0] == "neg_mmd2_biased"
+    # the defaults are the form that izf_lib.experiments.immd_forms chose (results/immd_forms/choice.json)
+    choice = json.loads((Path(__file__).resolve().parents[1] / "results" / "immd_forms" / "choice.json").read_text())
+    default = IZFConfig()
+    assert CANDIDATES[choice["chosen"]] == {"immd_form": default.immd_form, "mmd_scale_basis": default.mmd_scale_basis}
     with pytest.raises(ValueError, match="immd_form must be one of"):
         IZFConfig(immd_form="repulsive?")
 

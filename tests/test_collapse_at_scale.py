@@ -3,8 +3,9 @@ generated unseen set of an AWA1-shaped surrogate within 30 epochs (about 600 opt
 does not and IZF-Softmax transfers.
 
 The setting: AWA1's real classes and attributes, 256-d synthetic features, split sizes x 0.25 (4958
-training images, 20 steps an epoch), data seed 7. Measured on a 2-core CPU: under the development
-form E k_uu passes 4 (of its bound 6) by epoch 15 and the spread ratio ends near 0.01.
+training images, 20 steps an epoch), data seed 7: the AWA1-shaped setting of
+izf_lib.experiments.immd_forms, whose 100-epoch run of the development form (results/immd_forms)
+falls below the collapse threshold at epoch 15.
 """
 
 from __future__ import annotations

@@ -95,3 +95,51 @@ def test_feature_scaling_and_softmax_balance_are_checked(tmp_path) -> None:
         IZFConfig(softmax_unseen_ratio=0.0)
     with pytest.raises(ValueError, match="loaded with feature_scaling 'standard'"):
         fit(std, _tiny(), tmp_path / "run", device="cpu", progress=False)
+
+
+def test_a_grid_folder_of_another_objective_is_never_resumed_into(tmp_path) -> None:
+    from izf_lib.config import IZFConfig
+    from izf_lib.experiments.grid import OBJECTIVE_KEYS, claim_folder, read_stamp
+
+    assert read_stamp(tmp_path / "none") is None
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run_seed0.json").write_text("{}")  # runs stored before stamps existed: the development form
+    assert read_stamp(old) == OBJECTIVE_KEYS
+    claim_folder(old, IZFConfig(**OBJECTIVE_KEYS))  # the same objective: resumable, and now stamped
+    assert read_stamp(old) == OBJECTIVE_KEYS
+    with pytest.raises(ValueError, match="holds runs trained with"):
+        claim_folder(old, IZFConfig(immd_form="neg_mmd2_bounded"))
+    fresh = tmp_path / "fresh"
+    claim_folder(fresh, IZFConfig(immd_form="neg_mmd2_bounded"))
+    assert read_stamp(fresh)["immd_form"] == "neg_mmd2_bounded"
+
+
+def _form_row(candidate: str, h: float, verdict: str = "ok", setting: str = "s") -> dict:
+    if verdict == "diverged":
+        return {"candidate": candidate, "setting": setting, "error": "TrainingDivergedError: ..."}
+    return {"candidate": candidate, "setting": setting, "scores": {"softmax": {"H": h}},
+            "collapse": {"collapsed": verdict == "collapsed", "scattered": verdict == "scattered"}}
+
+
+def test_the_immd_form_rule_takes_the_first_sound_form_within_one_standard_error_of_the_best() -> None:
+    from izf_lib.experiments.immd_forms import CANDIDATES, DEV, REFERENCE, choose
+
+    names = list(CANDIDATES)
+    no_immd = next(iter(REFERENCE))
+    rows = [_form_row(DEV, 90.0, "collapsed"), _form_row(DEV, 91.0),             # one unsound run: not eligible
+            _form_row(names[1], 50.0), _form_row(names[1], 52.0),                # sound, far below
+            _form_row(names[2], 80.0), _form_row(names[2], 90.0),                # sound, mean 85, s.e. 5
+            _form_row(names[3], 88.0), _form_row(names[3], 90.0, "diverged"),    # a diverged run: not eligible
+            _form_row(names[4], 88.0), _form_row(names[4], 90.0),                # best: mean 89, s.e. 1
+            _form_row(no_immd, 99.0), _form_row(no_immd, 99.0)]                  # the reference: never chosen
+    choice = choose(rows)
+    assert choice["best"] == names[4] and choice["chosen"] == names[4]   # names[2]: 85 < 89 - 1
+    table = {t["candidate"]: t for t in choice["table"]}
+    assert not table[DEV]["eligible"] and not table[names[3]]["eligible"] and not table[no_immd]["eligible"]
+    assert table[names[3]]["verdicts"] == {"diverged": 1, "ok": 1}
+    rows += [_form_row(names[2], 88.5), _form_row(names[2], 88.5)]       # now mean 86.75, s.e. 2.1 of 89.0 +- 1.0
+    assert choose(rows)["chosen"] == names[4]
+    tied = [_form_row(names[1], 88.0), _form_row(names[1], 89.0), _form_row(names[4], 88.0), _form_row(names[4], 90.0)]
+    assert choose(tied)["chosen"] == names[1]  # within one s.e. of the best: the fewer departures win
+    assert choose([_form_row(DEV, 1.0, "collapsed")])["chosen"] == DEV  # nothing eligible: the dev form stays

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Call", "run_jobs", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows"]
+__all__ = ["Call", "run_jobs", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows",
+           "OBJECTIVE_KEYS", "objective_stamp", "read_stamp", "claim_folder"]
 
 
 def _single_threaded(call: tuple[Callable[..., Any], Any]) -> Any:
@@ -93,3 +94,41 @@ def gather_json_rows(out_dir: Path, csv_name: str, key: Callable[[dict[str, Any]
         raise FileNotFoundError(f"no run records (*.json) in {out_dir}")
     rows.sort(key=key)
     return write_csv(Path(out_dir) / csv_name, rows, float_digits=6)
+
+
+# The settings that define IZF's objective and were added after grids were first stored: a folder of runs
+# without a stamp was trained when only these values existed (the development code's L_iMMD).
+OBJECTIVE_KEYS = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed"}
+STAMP = "objective.stamp"  # not *.json: gather_json_rows reads every *.json as a run
+
+
+def objective_stamp(config: Any = None) -> dict[str, Any]:
+    """The objective settings of ``config`` (an IZFConfig; default: the library's defaults)."""
+    from ..config import IZFConfig
+
+    config = config if config is not None else IZFConfig()
+    return {k: getattr(config, k) for k in OBJECTIVE_KEYS}
+
+
+def read_stamp(folder: str | Path) -> dict[str, Any] | None:
+    """The objective a grid folder's runs were trained with: its stamp, or :data:`OBJECTIVE_KEYS` for a folder of
+    runs stored before stamps existed; None for a folder with no runs."""
+    folder = Path(folder)
+    if (folder / STAMP).is_file():
+        return json.loads((folder / STAMP).read_text())
+    return dict(OBJECTIVE_KEYS) if folder.is_dir() and any(folder.iterdir()) else None
+
+
+def claim_folder(folder: str | Path, config: Any = None) -> None:
+    """Stamp ``folder`` with the objective of ``config``, or stop if it holds runs of another objective.
+
+    A grid resumes by skipping runs already on disk; runs of another objective would then be mixed
+    in silently and reported under the new defaults.
+    """
+    folder = Path(folder)
+    want, have = objective_stamp(config), read_stamp(folder)
+    if have is not None and have != want:
+        raise ValueError(f"{folder} holds runs trained with {have}, but these runs would use {want}; move the "
+                         "folder away (or pass a new --out) so that the two are not mixed")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP).write_text(json.dumps(want, sort_keys=True) + "\n")

@@ -35,16 +35,17 @@ from ..experiment import fit
 from ..prepare import prepare_synthetic
 from .grid import Call, write_json_atomic
 
-__all__ = ["CANDIDATES", "REFERENCE", "SETTINGS", "immd_form_calls", "run_immd_form", "read_rows", "choose"]
+__all__ = ["CANDIDATES", "REFERENCE", "SETTINGS", "HELD_OUT", "immd_form_calls", "run_immd_form", "read_rows", "choose"]
 
 DEV = "dev: neg_mmd2_biased, fixed scales"
 # In order of departure from the development code (the rule's tie-break).
+# Each names its form and scale basis in full, so that a later change of the defaults changes no run.
 CANDIDATES: dict[str, dict[str, Any]] = {
-    DEV: {},
-    "neg_mmd2_unbiased, fixed scales": {"immd_form": "neg_mmd2_unbiased"},
-    "neg_mmd2_biased, median scales": {"mmd_scale_basis": "median"},
-    "cross_only, fixed scales": {"immd_form": "cross_only"},
-    "neg_mmd2_bounded, fixed scales": {"immd_form": "neg_mmd2_bounded"},
+    DEV: {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed"},
+    "neg_mmd2_unbiased, fixed scales": {"immd_form": "neg_mmd2_unbiased", "mmd_scale_basis": "fixed"},
+    "neg_mmd2_biased, median scales": {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "median"},
+    "cross_only, fixed scales": {"immd_form": "cross_only", "mmd_scale_basis": "fixed"},
+    "neg_mmd2_bounded, fixed scales": {"immd_form": "neg_mmd2_bounded", "mmd_scale_basis": "fixed"},
     "neg_mmd2_bounded, median scales": {"immd_form": "neg_mmd2_bounded", "mmd_scale_basis": "median"},
 }
 REFERENCE = {"no iMMD (lambda_3 = 0)": {"lambda_immd": 0.0}}
@@ -57,8 +58,15 @@ SETTINGS: dict[str, tuple[str, int, float, int]] = {
 }
 
 
+# Surrogates that take no part in the choice: the chosen form is trained on them afterwards, as a check.
+HELD_OUT: dict[str, tuple[str, int, float, int]] = {
+    "CUB-shaped, d_v 512, x0.25 (held out)": ("CUB", 512, 0.25, 11),
+    "AWA2-shaped, d_v 256, x0.25 (held out)": ("AWA2", 256, 0.25, 11),
+}
+
+
 def _surrogate(data_root: Path, setting: str) -> str:
-    like, d_v, scale, data_seed = SETTINGS[setting]
+    like, d_v, scale, data_seed = {**SETTINGS, **HELD_OUT}[setting]
     name = f"SYN_{like}_d{d_v}_x{scale:g}_s{data_seed}"
     if not (data_root / name / "res101.mat").is_file():
         prepare_synthetic(data_root, like=like, scale=scale, d_v=d_v, seed=data_seed, name=name)
@@ -113,9 +121,11 @@ def immd_form_calls(out_dir: str | os.PathLike, seeds: range | list[int], epochs
             if not _run_path(out_dir, s, c, seed).is_file()]
 
 
-def read_rows(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every stored run record under ``out_dir/runs``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("runs/*/*/seed*.json"))]
+def read_rows(out_dir: str | os.PathLike, held_out: bool = False) -> list[dict[str, Any]]:
+    """The stored run records under ``out_dir/runs``: those of :data:`SETTINGS` (the choice's), or of
+    :data:`HELD_OUT` with ``held_out``."""
+    rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("runs/*/*/seed*.json"))]
+    return [r for r in rows if (r["setting"] in HELD_OUT) == held_out]
 
 
 def run_verdict(row: dict[str, Any]) -> str:
