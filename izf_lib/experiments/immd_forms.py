@@ -75,7 +75,7 @@ def _surrogate(data_root: Path, setting: str) -> str:
 
 def _run_path(out_dir: Path, setting: str, candidate: str, seed: int) -> Path:
     slug = lambda s: "".join(ch if ch.isalnum() else "_" for ch in s).strip("_")  # noqa: E731
-    return out_dir / "runs" / slug(setting) / slug(candidate) / f"seed{seed}.json"
+    return out_dir / "records" / slug(setting) / slug(candidate) / f"seed{seed}.json"
 
 
 def run_immd_form(job: tuple[str, str, str, int, int, str, dict[str, Any]]) -> str:
@@ -122,9 +122,9 @@ def immd_form_calls(out_dir: str | os.PathLike, seeds: range | list[int], epochs
 
 
 def read_rows(out_dir: str | os.PathLike, held_out: bool = False) -> list[dict[str, Any]]:
-    """The stored run records under ``out_dir/runs``: those of :data:`SETTINGS` (the choice's), or of
+    """The stored run records under ``out_dir/records`` (not ``runs/``, which .gitignore keeps out): those of :data:`SETTINGS` (the choice's), or of
     :data:`HELD_OUT` with ``held_out``."""
-    rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("runs/*/*/seed*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("records/*/*/seed*.json"))]
     return [r for r in rows if (r["setting"] in HELD_OUT) == held_out]
 
 
