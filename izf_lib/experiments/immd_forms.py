@@ -122,8 +122,8 @@ def immd_form_calls(out_dir: str | os.PathLike, seeds: range | list[int], epochs
 
 
 def read_rows(out_dir: str | os.PathLike, held_out: bool = False) -> list[dict[str, Any]]:
-    """The stored run records under ``out_dir/records`` (not ``runs/``, which .gitignore keeps out): those of :data:`SETTINGS` (the choice's), or of
-    :data:`HELD_OUT` with ``held_out``."""
+    """The stored run records under ``out_dir/records`` (not ``runs/``: .gitignore keeps that out): those
+    of :data:`SETTINGS` (the choice's), or of :data:`HELD_OUT` with ``held_out``."""
     rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("records/*/*/seed*.json"))]
     return [r for r in rows if (r["setting"] in HELD_OUT) == held_out]
 
