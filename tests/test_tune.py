@@ -41,7 +41,8 @@ def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, t
     poisoned = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "b", trials=3, space=TINY_SPACE, progress=False)
     a = json.loads((tmp_path / "a" / "trials.json").read_text())
     b = json.loads((tmp_path / "b" / "trials.json").read_text())
-    assert [r["val"] for r in a] == [r["val"] for r in b] and len(a) == 3
+    assert [e["val"] for r in a for e in r["evaluations"]] == [e["val"] for r in b for e in r["evaluations"]]
+    assert len(a) == 3
     assert clean["chosen_params"] == poisoned["chosen_params"]
     assert a[0]["params"] == {}  # trial 0 is the preset itself
     assert len(clean["validation_classes"]) >= tune_module.MIN_VAL_CLASSES
