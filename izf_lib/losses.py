@@ -161,6 +161,15 @@ def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_m
                      f"got '{form}'")
 
 
+def _pair_sq_distances(v: Tensor, max_rows: int) -> tuple[Tensor, tuple[Tensor, Tensor], int]:
+    """||v_i - v_j||^2 over pairs i < j of at most ``max_rows`` rows of v taken at an even stride (no random
+    draw), in float64; returns the distances, the pair indices (i, j) into the strided rows, and the stride."""
+    step = max(1, -(-v.shape[0] // max_rows))
+    rows = v[::step].double()
+    i, j = torch.triu_indices(rows.shape[0], rows.shape[0], offset=1, device=rows.device)
+    return torch.cdist(rows, rows).pow(2)[i, j], (i, j), step
+
+
 def median_sq_distance(v: Tensor, max_rows: int = 2048) -> float:
     """The median of ||v_i - v_j||^2 over pairs i < j of the rows of v (N, d), from at most ``max_rows`` rows.
 
@@ -168,10 +177,7 @@ def median_sq_distance(v: Tensor, max_rows: int = 2048) -> float:
     """
     if v.shape[0] < 2:
         raise ValueError(f"the median pairwise distance needs at least two rows, got {v.shape[0]}")
-    rows = v[:: max(1, -(-v.shape[0] // max_rows))].double()
-    d2 = torch.cdist(rows, rows).pow(2)
-    i, j = torch.triu_indices(rows.shape[0], rows.shape[0], offset=1, device=rows.device)
-    return float(d2[i, j].median())
+    return float(_pair_sq_distances(v, max_rows)[0].median())
 
 
 def kernel_scales(scales: Sequence[float], basis: str, v_seen: Tensor | None = None) -> tuple[float, ...]:
@@ -205,11 +211,9 @@ def immd_bounds(v_seen: Tensor, y_seen: Tensor, max_rows: int = 2048) -> tuple[f
     Halgamuge (ICLR 2019), which bounds MMD-GAN's kernel so maximising MMD^2 stops rewarding
     a contracted or a scattered set. Rows are taken at an even stride (no random draw).
     """
-    step = max(1, -(-v_seen.shape[0] // max_rows))
-    v, y = v_seen[::step].double(), y_seen[::step]
-    d2 = torch.cdist(v, v).pow(2)
-    i, j = torch.triu_indices(v.shape[0], v.shape[0], offset=1, device=v.device)
+    d2, (i, j), step = _pair_sq_distances(v_seen, max_rows)
+    y = y_seen[::step]
     same = y[i] == y[j]
     if not same.any():
         raise ValueError("the bounded iMMD kernel needs two training features of one seen class")
-    return float(d2[i, j][same].median()), float(d2[i, j].median())
+    return float(d2[same].median()), float(d2.median())
