@@ -192,7 +192,8 @@ def fit(
                      **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {})},
         collapse=collapse_summary(history),
         immd_kernel={"scales": list(model.kernel_scales),
-                     "bounds": list(model.immd_bounds) if model.immd_bounds is not None else None},
+                     "bounds": list(model.immd_bounds) if model.immd_bounds is not None else None,
+                     "margin": model.immd_margin},
     )
     result.write(out)
     c = result.collapse

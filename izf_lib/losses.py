@@ -27,6 +27,7 @@ __all__ = [
     "immd_from_terms",
     "median_sq_distance",
     "immd_bounds",
+    "immd_margin",
     "kernel_scales",
 ]
 
@@ -144,21 +145,29 @@ def immd_loss(v_seen: Tensor, v_unseen_generated: Tensor, scales: Sequence[float
     return immd_from_terms(*mmd2_terms(v_seen, v_unseen_generated, scales))
 
 
-def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_mmd2_biased") -> Tensor:
+def immd_from_terms(k_ss: Tensor, k_uu: Tensor, k_su: Tensor, form: str = "neg_mmd2_biased",
+                    margin: float | None = None) -> Tensor:
     """L_iMMD from the three kernel terms of :func:`mmd2_terms` (``IZFConfig.immd_form``).
 
     ``neg_mmd2_biased`` / ``neg_mmd2_unbiased`` / ``neg_mmd2_bounded``: -(E k_ss + E k_uu - 2 E k_su), the
     negative MMD^2 (the terms come biased, unbiased or from the bounded kernel of :func:`mmd2_terms`);
-    unbounded, it is lowered by a tight generated set as well as by a far one. ``cross_only``:
-    -(E k_ss - 2 E k_su), the same value without E k_uu, so only the push away from the real seen batch
-    remains and collapse earns nothing (measured: with nothing to bound it, the push scatters the set).
+    unbounded, it is lowered by a tight generated set as well as by a far one. ``neg_mmd2_hinge``:
+    -min(MMD^2, margin) on the bounded terms, so once the generated unseen set is as far from the real
+    seen batch as a real group of classes is (:func:`immd_margin`), pushing it farther earns nothing.
+    ``cross_only``: -(E k_ss - 2 E k_su), the same value without E k_uu, so only the push away from the
+    real seen batch remains and collapse earns nothing (measured: with nothing to bound it, the push
+    scatters the set).
     """
     if form in ("neg_mmd2_biased", "neg_mmd2_unbiased", "neg_mmd2_bounded"):
         return -(k_ss + k_uu - 2.0 * k_su)
+    if form == "neg_mmd2_hinge":
+        if margin is None:
+            raise ValueError("immd_form 'neg_mmd2_hinge' needs its margin (losses.immd_margin)")
+        return -torch.clamp(k_ss + k_uu - 2.0 * k_su, max=margin)
     if form == "cross_only":
         return -(k_ss - 2.0 * k_su)
-    raise ValueError(f"immd_form must be neg_mmd2_biased, neg_mmd2_unbiased, neg_mmd2_bounded or cross_only, "
-                     f"got '{form}'")
+    raise ValueError(f"immd_form must be neg_mmd2_biased, neg_mmd2_unbiased, neg_mmd2_bounded, neg_mmd2_hinge "
+                     f"or cross_only, got '{form}'")
 
 
 def _pair_sq_distances(v: Tensor, max_rows: int) -> tuple[Tensor, tuple[Tensor, Tensor], int]:
@@ -217,3 +226,36 @@ def immd_bounds(v_seen: Tensor, y_seen: Tensor, max_rows: int = 2048) -> tuple[f
     if not same.any():
         raise ValueError("the bounded iMMD kernel needs two training features of one seen class")
     return float(d2[same].median()), float(d2.median())
+
+
+def immd_margin(v_seen: Tensor, y_seen: Tensor, n_unseen: int, batch_size: int, scales: Sequence[float],
+                bounds: tuple[float, float], generator: torch.Generator, draws: int = 16) -> float:
+    """The hinge of ``neg_mmd2_hinge``: the bounded MMD^2 between real seen classes and a group of other real
+    seen classes, as the training step estimates it, from the seen training features v_seen (N, d) alone.
+
+    Each of ``draws`` draws holds out min(n_unseen, #seen // 2) seen classes as pseudo-unseen and
+    compares a batch of the rest (``batch_size`` features, drawn as the training batches are: uniform
+    over images) with a batch of the held-out group (uniform over its classes, as the generated unseen
+    batch is) under the kernel of :func:`mmd2_terms` with ``bounds``; returns the mean. It is how far apart
+    a new group of real classes lies from the seen ones, measured without any unseen image.
+    """
+    classes = torch.unique(y_seen)
+    k = min(int(n_unseen), classes.numel() // 2)
+    if k < 1:
+        raise ValueError(f"the iMMD margin needs two seen classes and one unseen class, got {classes.numel()} "
+                         f"seen and {n_unseen} unseen")
+    values = []
+    for _ in range(draws):
+        held = classes[torch.randperm(classes.numel(), generator=generator, device="cpu")[:k].to(classes.device)]
+        is_held = torch.isin(y_seen, held)
+        rest = v_seen[~is_held]
+        x = rest[torch.randint(rest.shape[0], (batch_size,), generator=generator).to(rest.device)]
+        pick = held[torch.randint(k, (batch_size,), generator=generator).to(held.device)]
+        rows = torch.empty(batch_size, dtype=torch.long, device=v_seen.device)
+        for cls in pick.unique():  # one feature of each picked class, uniform within the class
+            at = (pick == cls).nonzero().squeeze(1)
+            members = (y_seen == cls).nonzero().squeeze(1)
+            rows[at] = members[torch.randint(members.numel(), (at.numel(),), generator=generator).to(members.device)]
+        k_ss, k_uu, k_su = mmd2_terms(x.float(), v_seen[rows].float(), scales, bounds=bounds)
+        values.append(float(k_ss + k_uu - 2.0 * k_su))
+    return sum(values) / len(values)

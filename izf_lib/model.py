@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from . import losses
-from .config import IZFConfig
+from .config import BOUNDED_FORMS, IZFConfig
 from .density import log_normal, log_prob_from_latent
 from .flows import IZFFlow, merge_z, split_z
+from .rng import STREAM_IMMD_MARGIN, make_generator
 
 if TYPE_CHECKING:
     from .step import StepNoise
@@ -41,14 +42,21 @@ class IZF(nn.Module):
         # the iMMD kernel's scales and the bounds of the bounded form: fit_immd_kernel measures them on the data
         self.kernel_scales: tuple[float, ...] = tuple(self.config.mmd_scales)
         self.immd_bounds: tuple[float, float] | None = None
+        self.immd_margin: float | None = None
 
-    def fit_immd_kernel(self, v_seen: Tensor, y_seen: Tensor) -> None:
-        """Set the iMMD kernel's scales (``mmd_scale_basis``) and bounds (``neg_mmd2_bounded``) from real seen
-        training features v_seen (N, d_v) and their labels; a no-op for fixed scales and an unbounded form."""
+    def fit_immd_kernel(self, v_seen: Tensor, y_seen: Tensor, n_unseen: int = 0) -> None:
+        """Set the iMMD kernel's scales (``mmd_scale_basis``), bounds (``neg_mmd2_bounded``, ``neg_mmd2_hinge``)
+        and hinge (``neg_mmd2_hinge``, for ``n_unseen`` unseen classes) from real seen training features v_seen
+        (N, d_v) and their labels; a no-op for fixed scales and an unbounded form."""
         cfg = self.config
         self.kernel_scales = losses.kernel_scales(cfg.mmd_scales, cfg.mmd_scale_basis, v_seen)
-        if cfg.immd_form == "neg_mmd2_bounded":
+        if cfg.immd_form in BOUNDED_FORMS:
             self.immd_bounds = losses.immd_bounds(v_seen, y_seen)
+        if cfg.immd_form == "neg_mmd2_hinge":
+            if n_unseen < 1:
+                raise ValueError("immd_form 'neg_mmd2_hinge' needs the number of unseen classes (n_unseen >= 1)")
+            self.immd_margin = losses.immd_margin(v_seen, y_seen, n_unseen, cfg.batch_size, self.kernel_scales,
+                                                  self.immd_bounds, make_generator(cfg.seed, STREAM_IMMD_MARGIN))
 
     def encode(self, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Forward pass: v (B, d_v) -> c (B, d_a), z_f (B, d_v - d_a), log_det (B,)."""
@@ -115,13 +123,13 @@ class IZF(nn.Module):
             v_gen = self.generate_classes(unseen[pick], generator, z_f_gen)
             unbiased = cfg.immd_form == "neg_mmd2_unbiased"
             bounds = None
-            if cfg.immd_form == "neg_mmd2_bounded":
-                if self.immd_bounds is None:
-                    raise ValueError("immd_form 'neg_mmd2_bounded' needs the kernel's bounds: call "
-                                     "model.fit_immd_kernel(v_seen, y_seen) first (train_model does)")
+            if cfg.immd_form in BOUNDED_FORMS:
+                if self.immd_bounds is None or (cfg.immd_form == "neg_mmd2_hinge" and self.immd_margin is None):
+                    raise ValueError(f"immd_form '{cfg.immd_form}' needs the kernel's bounds and margin: call "
+                                     "model.fit_immd_kernel(v_seen, y_seen, n_unseen) first (train_model does)")
                 bounds = self.immd_bounds
             k_ss, k_uu, k_su = losses.mmd2_terms(v, v_gen, self.kernel_scales, unbiased=unbiased, bounds=bounds)
-            out["l_immd"] = losses.immd_from_terms(k_ss, k_uu, k_su, cfg.immd_form)
+            out["l_immd"] = losses.immd_from_terms(k_ss, k_uu, k_su, cfg.immd_form, self.immd_margin)
             # the terms, recorded per epoch (izf_lib.collapse): E k_uu -> K(0) is a collapsing generated set
             out["k_ss"], out["k_uu"], out["k_su"] = k_ss.detach(), k_uu.detach(), k_su.detach()
             total = total + cfg.lambda_immd * out["l_immd"]

@@ -30,6 +30,7 @@ __all__ = [
     "STREAM_TUNE",
     "STREAM_DIAGNOSIS",
     "STREAM_COLLAPSE",
+    "STREAM_IMMD_MARGIN",
     "stream_seed",
     "make_generator",
     "cpu_generator_from",
@@ -51,6 +52,7 @@ STREAM_ORACLE = 10      # the oracle check's true flow, class attributes and sam
 STREAM_TUNE = 11        # tune: the seeded validation fold and the order of random trials
 STREAM_DIAGNOSIS = 12   # the diagnosis of generated class means (experiments.diagnosis)
 STREAM_COLLAPSE = 13    # per epoch: the generated batch of the collapse measures (izf_lib.collapse)
+STREAM_IMMD_MARGIN = 14  # once: the class splits and batches that measure the iMMD hinge (losses.immd_margin)
 
 
 def stream_seed(seed: int, stream: int, epoch: int = 0) -> int:

@@ -109,7 +109,7 @@ def train_model(
     fixed_shapes = cuda_graphs == "on" or (cuda_graphs == "auto" and device.type == "cuda")
     model = IZF(train.att, train.d_v, config).to(device)
     if train.unseen.numel():  # measured on the training features only (no test image is read)
-        model.fit_immd_kernel(train.v, train.y)
+        model.fit_immd_kernel(train.v, train.y, train.unseen.numel())
     opt = make_adam(model.parameters(), config.lr, config.weight_decay, device,
                     capturable=fixed_shapes and device.type == "cuda")
     history: list[dict[str, Any]] = []

@@ -16,8 +16,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
   tuned     `tune` on each split of ablation.SPLIT_SUBSET (its own seen classes only; 16 trials, one thread
             each, its time in tunes.csv), then each split's chosen settings x 3 seeds beside the baselines
   gan       supplementary 4.2's CGAN + iMMD (the toy's trainer) on DIGITS, beta in {0.1, 0} x 3 seeds x 1000 iterations
-  immd_forms  the forms of L_iMMD of izf_lib.experiments.immd_forms on its surrogates, 1 seed x 100 epochs, and the
-            declared rule's choice (choice.json)
+  immd_forms  the forms of L_iMMD of izf_lib.experiments.immd_forms on its surrogates, 1 seed x 100 epochs (round
+            1), round 1's choice and the hinge x 2 seeds (round 2), the declared rules' choice (choice.json), and
+            the chosen form on the held-out surrogates
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -100,16 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     if "immd_forms" in args.only:
         root = out / "immd_forms"
         data_root = Path(tempfile.mkdtemp(prefix="izf_surrogates_")) if smoke else ROOT / "runs" / "data" / "immd_forms"
-        calls = immd_forms.immd_form_calls(root, range(1), epochs=1 if smoke else 100, data_root=data_root,
-                                           extra={"softmax_steps": 5, "hidden": 16} if smoke else None) + calls
+        small = {"softmax_steps": 5, "hidden": 16} if smoke else None
+        epochs = 1 if smoke else 100
+        calls = immd_forms.immd_form_calls(root, immd_forms.ROUND1_SEEDS, epochs=epochs, data_root=data_root,
+                                           extra=small) + calls
 
         def write_choice() -> Path:
-            choice = immd_forms.choose(immd_forms.read_rows(root))
+            # round 2 (declared after round 1): round 1's choice against the hinge, with a second seed
+            first = immd_forms.choose(immd_forms.read_rows(root))["chosen"]
+            run_jobs(immd_forms.immd_form_calls(root, immd_forms.ROUND2_SEEDS, epochs=epochs, data_root=data_root,
+                                                candidates=[first, *immd_forms.ROUND2], extra=small),
+                     args.jobs, desc="iMMD forms, round 2")
+            choice = immd_forms.choose_all(immd_forms.read_rows(root))
             write_json_atomic(root / "choice.json", choice)
             # then the chosen form alone on the held-out surrogates, which took no part in the choice
-            run_jobs(immd_forms.immd_form_calls(root, range(1), epochs=1 if smoke else 100, data_root=data_root,
+            run_jobs(immd_forms.immd_form_calls(root, range(1), epochs=epochs, data_root=data_root,
                                                 candidates=[choice["chosen"]], settings=list(immd_forms.HELD_OUT),
-                                                extra={"softmax_steps": 5, "hidden": 16} if smoke else None),
+                                                extra=small),
                      args.jobs, desc="held-out surrogates")
             return root / "choice.json"
 

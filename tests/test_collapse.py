@@ -135,3 +135,58 @@ def test_settings_added_later_leave_stored_grid_fingerprints_unchanged() -> None
     assert config_key(dev) == hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     assert config_key(IZFConfig(**{**KEY_NEUTRAL, "immd_form": "cross_only"})) != config_key(dev)
     assert config_key(IZFConfig(**{**KEY_NEUTRAL, "mmd_scale_basis": "median"})) != config_key(dev)
+
+
+def test_the_hinge_form_stops_the_push_at_its_margin() -> None:
+    from izf_lib.losses import immd_from_terms
+
+    k_ss, k_su = torch.tensor(1.0), torch.tensor(0.5)
+    below = torch.tensor(0.2, requires_grad=True)  # MMD^2 = 1 + 0.2 - 1 = 0.2
+    loss = immd_from_terms(k_ss, below, k_su, "neg_mmd2_hinge", margin=0.5)
+    loss.backward()
+    assert loss.item() == pytest.approx(-0.2) and below.grad.item() == -1.0  # below the margin: the push acts
+    above = torch.tensor(0.9, requires_grad=True)  # MMD^2 = 0.9 > 0.5
+    loss = immd_from_terms(k_ss, above, k_su, "neg_mmd2_hinge", margin=0.5)
+    loss.backward()
+    assert loss.item() == pytest.approx(-0.5) and above.grad.item() == 0.0  # past it: nothing to gain
+    with pytest.raises(ValueError, match="needs its margin"):
+        immd_from_terms(k_ss, above, k_su, "neg_mmd2_hinge")
+
+
+def test_the_hinge_margin_is_a_real_class_group_and_the_objective_needs_it() -> None:
+    from izf_lib.losses import immd_bounds, immd_margin
+
+    gen = torch.Generator().manual_seed(5)
+    y = torch.arange(6).repeat_interleave(10)
+    v = torch.randn(60, 4, generator=gen) * 0.3 + torch.nn.functional.one_hot(y % 4, 4) * 2
+    bounds = immd_bounds(v, y)
+    args = (v, y, 2, 32, (0.5, 1.0), bounds)
+    first = immd_margin(*args, torch.Generator().manual_seed(0))
+    assert first == immd_margin(*args, torch.Generator().manual_seed(0))  # its draws come from the generator alone
+    # by hand, one draw: the same classes held out, the same batches, the bounded MMD^2 of mmd2_terms
+    g = torch.Generator().manual_seed(0)
+    one = immd_margin(*args, g, draws=1)
+    g = torch.Generator().manual_seed(0)
+    held = torch.arange(6)[torch.randperm(6, generator=g)[:2]]
+    rest = v[~torch.isin(y, held)]
+    x = rest[torch.randint(rest.shape[0], (32,), generator=g)]
+    pick = held[torch.randint(2, (32,), generator=g)]
+    rows = torch.empty(32, dtype=torch.long)
+    for cls in pick.unique():
+        at, members = (pick == cls).nonzero().squeeze(1), (y == cls).nonzero().squeeze(1)
+        rows[at] = members[torch.randint(members.numel(), (at.numel(),), generator=g)]
+    k_ss, k_uu, k_su = mmd2_terms(x, v[rows], (0.5, 1.0), bounds=bounds)
+    assert one == pytest.approx(float(k_ss + k_uu - 2 * k_su))
+    with pytest.raises(ValueError, match="two seen classes"):
+        immd_margin(v[:10], y[:10], 2, 8, (1.0,), bounds, torch.Generator())
+    model = IZF(torch.rand(8, 3, generator=gen), 4 + 4, IZFConfig(n_blocks=2, hidden=16, seed=0,
+                                                                  immd_form="neg_mmd2_hinge"))
+    v8 = torch.nn.functional.pad(v, (0, 4))
+    with pytest.raises(ValueError, match="bounds and margin"):
+        model.objective(v8[:20], y[:20], torch.tensor([6, 7]), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="n_unseen"):
+        model.fit_immd_kernel(v8, y)
+    model.fit_immd_kernel(v8, y, n_unseen=2)
+    out = model.objective(v8[:20], y[:20], torch.tensor([6, 7]), torch.Generator().manual_seed(0))
+    mmd = out["k_ss"] + out["k_uu"] - 2.0 * out["k_su"]
+    assert torch.equal(out["l_immd"].detach(), -torch.clamp(mmd, max=model.immd_margin))

@@ -115,10 +115,10 @@ def test_a_grid_folder_of_another_objective_is_never_resumed_into(tmp_path) -> N
     assert read_stamp(fresh)["immd_form"] == "neg_mmd2_bounded"
 
 
-def _form_row(candidate: str, h: float, verdict: str = "ok", setting: str = "s") -> dict:
+def _form_row(candidate: str, h: float, verdict: str = "ok", setting: str = "s", seed: int = 0) -> dict:
     if verdict == "diverged":
-        return {"candidate": candidate, "setting": setting, "error": "TrainingDivergedError: ..."}
-    return {"candidate": candidate, "setting": setting, "scores": {"softmax": {"H": h}},
+        return {"candidate": candidate, "setting": setting, "seed": seed, "error": "TrainingDivergedError: ..."}
+    return {"candidate": candidate, "setting": setting, "seed": seed, "scores": {"softmax": {"H": h}},
             "collapse": {"collapsed": verdict == "collapsed", "scattered": verdict == "scattered"}}
 
 
@@ -143,3 +143,29 @@ def test_the_immd_form_rule_takes_the_first_sound_form_within_one_standard_error
     tied = [_form_row(names[1], 88.0), _form_row(names[1], 89.0), _form_row(names[4], 88.0), _form_row(names[4], 90.0)]
     assert choose(tied)["chosen"] == names[1]  # within one s.e. of the best: the fewer departures win
     assert choose([_form_row(DEV, 1.0, "collapsed")])["chosen"] == DEV  # nothing eligible: the dev form stays
+    assert choose(tied + [_form_row(names[4], 99.0, seed=1)])["chosen"] == names[1]  # round 2's seeds: not round 1's
+
+
+def test_round_two_replaces_the_incumbent_only_beyond_one_standard_error_of_the_paired_gain() -> None:
+    from izf_lib.experiments.immd_forms import ROUND2, SETTINGS, choose_round2
+
+    inc, (chal,) = "neg_mmd2_bounded, fixed scales", list(ROUND2)
+    a, b = list(SETTINGS)
+
+    def rows(gains: list[float], chal_verdict: str = "ok", inc_verdict: str = "ok") -> list[dict]:
+        out = []
+        for (setting, seed), gain in zip([(a, 0), (a, 1), (b, 0), (b, 1)], gains):
+            out += [_form_row(inc, 40.0, inc_verdict, setting, seed), _form_row(chal, 40.0 + gain, chal_verdict,
+                                                                               setting, seed)]
+        return out
+
+    won = choose_round2(rows([10.0, 12.0, 8.0, 10.0]))    # mean gain 10, s.e. 0.8
+    assert won["chosen"] == chal and won["table"][0]["pairs"] == 4
+    assert won["table"][0]["softmax_H_diff_mean"] == pytest.approx(10.0)
+    assert choose_round2(rows([30.0, -20.0, 1.0, -1.0]))["chosen"] == inc  # mean 2.5, s.e. 10.3: noise
+    assert choose_round2(rows([10.0, 12.0, 8.0, 10.0], chal_verdict="scattered"))["chosen"] == inc
+    assert choose_round2(rows([-5.0, -5.0, -5.0, -5.0], inc_verdict="collapsed"))["chosen"] == chal
+    both_bad = choose_round2(rows([10.0, 12.0, 8.0, 10.0], "scattered", "collapsed"))
+    assert both_bad["chosen"] == inc and "neither" in both_bad["reason"]
+    other = [dict(r, setting="not a choice setting") for r in rows([50.0, 50.0, 50.0, 50.0])]
+    assert choose_round2(rows([-1.0, 1.0, -1.0, 1.0]) + other)["table"][0]["pairs"] == 4  # held-out runs: no part
