@@ -154,7 +154,7 @@ def test_round_two_replaces_the_incumbent_only_beyond_one_standard_error_of_the_
 
     def rows(gains: list[float], chal_verdict: str = "ok", inc_verdict: str = "ok") -> list[dict]:
         out = []
-        for (setting, seed), gain in zip([(a, 0), (a, 1), (b, 0), (b, 1)], gains):
+        for (setting, seed), gain in zip([(a, 0), (a, 1), (b, 0), (b, 1)], gains, strict=True):
             out += [_form_row(inc, 40.0, inc_verdict, setting, seed), _form_row(chal, 40.0 + gain, chal_verdict,
                                                                                setting, seed)]
         return out
