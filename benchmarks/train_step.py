@@ -100,7 +100,7 @@ def measure(args: argparse.Namespace) -> dict:
             nll_only = IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})
             for name, c in {"izf_full": cfg, "izf_nll": nll_only}.items():
                 model = IZF(att, args.dim, c).to(device)
-                model.fit_immd_kernel(v, y)  # the iMMD kernel's scales and bounds, as izf_lib.train does
+                model.fit_immd_kernel(v, y, unseen.numel())  # the iMMD kernel as izf_lib.train fits it
                 opt = make_adam(model.parameters(), c.lr, c.weight_decay, device)  # as izf_lib.train does
                 step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
                 with matmul_precision(precision, device):
@@ -108,7 +108,7 @@ def measure(args: argparse.Namespace) -> dict:
                 del model, opt, step
                 if graphs:
                     model = IZF(att, args.dim, c).to(device)
-                    model.fit_immd_kernel(v, y)
+                    model.fit_immd_kernel(v, y, unseen.numel())
                     opt = make_adam(model.parameters(), c.lr, c.weight_decay, device, capturable=True)
                     train_step = TrainStep(model, opt, v, y, y.cpu(), unseen, c, fixed_shapes=True)
                     idx, gen = torch.arange(args.batch), torch.Generator(device=device).manual_seed(0)

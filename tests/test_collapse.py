@@ -47,7 +47,7 @@ def test_mmd2_is_the_sum_of_its_terms_and_the_loss_keeps_them() -> None:
     att = torch.rand(5, 3, generator=gen)
     model = IZF(att, 8, IZFConfig(n_blocks=2, hidden=16, seed=0))
     v, y = torch.rand(20, 8, generator=gen), torch.arange(3).repeat(7)[:20]
-    model.fit_immd_kernel(v, y)  # the default form's bounds come from the seen training features
+    model.fit_immd_kernel(v, y, 2)  # the default form's kernel comes from the seen training features
     out = model.objective(v, y, torch.tensor([3, 4]), gen)
     assert torch.equal(out["l_immd"], -(out["k_ss"] + out["k_uu"] - 2.0 * out["k_su"]))
     assert not out["k_uu"].requires_grad
@@ -93,7 +93,7 @@ def test_no_generation_measures_means_no_verdict() -> None:
 
 def test_each_immd_form_is_its_formula_and_the_default_is_the_chosen_one() -> None:
     from izf_lib.config import IMMD_FORMS
-    from izf_lib.experiments.immd_forms import CANDIDATES
+    from izf_lib.experiments.immd_forms import CANDIDATES, ROUND2
     from izf_lib.losses import immd_from_terms, immd_loss
 
     gen = torch.Generator().manual_seed(3)
@@ -105,7 +105,8 @@ def test_each_immd_form_is_its_formula_and_the_default_is_the_chosen_one() -> No
     # the defaults are the form that izf_lib.experiments.immd_forms chose (results/immd_forms/choice.json)
     choice = json.loads((Path(__file__).resolve().parents[1] / "results" / "immd_forms" / "choice.json").read_text())
     default = IZFConfig()
-    assert CANDIDATES[choice["chosen"]] == {"immd_form": default.immd_form, "mmd_scale_basis": default.mmd_scale_basis}
+    assert choice["overrides"] == {"immd_form": default.immd_form, "mmd_scale_basis": default.mmd_scale_basis}
+    assert choice["chosen"] in {**CANDIDATES, **ROUND2} and choice["round1"]["chosen"] in CANDIDATES
     with pytest.raises(ValueError, match="immd_form must be one of"):
         IZFConfig(immd_form="repulsive?")
 

@@ -47,7 +47,7 @@ def test_nbc_equals_full_density_argmax() -> None:
 def test_objective_reaches_every_parameter() -> None:
     model = _model()
     v, y = torch.rand(10, 8), torch.tensor([0, 1, 2] * 3 + [0])
-    model.fit_immd_kernel(v, y)
+    model.fit_immd_kernel(v, y, 2)  # unseen classes 3 and 4
     out = model.objective(v, y, torch.tensor([3, 4]))
     assert set(out) == {"l_flow", "l_c", "l_immd", "loss", "k_ss", "k_uu", "k_su"}  # k_*: iMMD terms, recorded
     out["loss"].backward()

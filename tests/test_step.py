@@ -53,7 +53,7 @@ def test_pre_drawn_noise_gives_the_objective_the_same_numbers_as_its_generator()
     att = torch.rand(6, 3)
     model = IZF(att, 10, replace(SMALL, hidden=16))
     v, y, unseen = torch.rand(8, 10), torch.tensor([0, 1, 2, 3] * 2), torch.tensor([4, 5])
-    model.fit_immd_kernel(v, y)
+    model.fit_immd_kernel(v, y, unseen.numel())
     eager = model.objective(v, y, unseen, make_generator(0, 2))
     gen = make_generator(0, 2)
     _ = torch.rand((8, 10), generator=gen)  # the eager loop draws the dequantisation noise first
@@ -123,7 +123,7 @@ def test_the_cuda_graph_replays_the_fixed_shape_step(synthetic_dir: Path) -> Non
     for re, rg in zip(hist_e, hist_g, strict=True):
         assert rg["loss"] == pytest.approx(re["loss"], rel=1e-3)
     model = IZF(split.att, split.d_v, SMALL).to(gpu)
-    model.fit_immd_kernel(split.v, split.y)
+    model.fit_immd_kernel(split.v, split.y, split.unseen.numel())
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
     step = TrainStep(model, opt, split.v.to(gpu), split.y.to(gpu), split.y, split.unseen.to(gpu), SMALL,
                      fixed_shapes=True)
