@@ -19,6 +19,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
   immd_forms  the forms of L_iMMD of izf_lib.experiments.immd_forms on its surrogates, 1 seed x 100 epochs (round
             1), round 1's choice and the hinge x 2 seeds (round 2), the declared rules' choice (choice.json), and
             the chosen form on the held-out surrogates
+  at_scale  (only when named) the defaults on 2048-d surrogates of AWA1, CUB and SUN shapes, 3 seeds x 100 epochs,
+            beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 (full size) wants a GPU,
+            --device cuda --jobs 1 there; on a CPU pass a smaller --scale
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -39,16 +42,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
-from izf_lib.experiments import ablation, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
+from izf_lib.experiments import ablation, at_scale, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
 from izf_lib.experiments.grid import claim_folder, run_jobs, write_json_atomic  # noqa: E402
 
-GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms")
+GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms",
+         "at_scale")
+# not in the default set: full size wants a GPU (at_scale.py)
+DEFAULT_GRIDS = GRIDS[:-1]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "results"), help="root folder (default: results/)")
-    p.add_argument("--only", nargs="+", choices=GRIDS, default=list(GRIDS))
+    p.add_argument("--only", nargs="+", choices=GRIDS, default=list(DEFAULT_GRIDS))
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="at_scale: the surrogates' size against the benchmark's (1: full size; on a CPU, e.g. 0.1)")
+    p.add_argument("--device", default="auto", help="at_scale: where to train (auto: CUDA when present)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
     args = p.parse_args(argv)
@@ -122,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
             return root / "choice.json"
 
         writers.append(write_choice)
+    if "at_scale" in args.only:
+        claim_folder(out / "at_scale")
+        scale_root = Path(tempfile.mkdtemp(prefix="izf_surrogates_")) if smoke else ROOT / "runs" / "data" / "at_scale"
+        calls += at_scale.at_scale_calls(out / "at_scale", scale=0.02 if smoke else args.scale,
+                                         seeds=range(1 if smoke else 3), epochs=1 if smoke else 100,
+                                         data_root=scale_root, device=args.device,
+                                         shapes=("AWA1",) if smoke else at_scale.SHAPES,
+                                         extra={"softmax_steps": 5, "hidden": 16} if smoke else None)
+        writers.append(lambda: at_scale.write_at_scale_csv(out / "at_scale"))
     if "oracle" in args.only:
         claim_folder(out / "oracle")
         calls += oracle.oracle_grid_calls(out / "oracle", range(1 if smoke else 10))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,47 @@ def test_round_two_replaces_the_incumbent_only_beyond_one_standard_error_of_the_
     assert both_bad["chosen"] == inc and "neither" in both_bad["reason"]
     other = [dict(r, setting="not a choice setting") for r in rows([50.0, 50.0, 50.0, 50.0])]
     assert choose_round2(rows([-1.0, 1.0, -1.0, 1.0]) + other)["table"][0]["pairs"] == 4  # held-out runs: no part
+
+
+def _scale_record(like: str, seed: int, nbc_t1: float, sm_t1: float, sm_u: float, verdict: str = "ok") -> dict:
+    return {"like": like, "scale": 1.0, "seed": seed, "setting": f"{like}-shaped", "objective": {"immd_form": "x"},
+            "chance_T1": 10.0, "scores": {"nbc": {"T1": nbc_t1}, "softmax": {"T1": sm_t1, "U": sm_u}},
+            "collapse": {"collapsed": verdict == "collapsed", "scattered": verdict == "scattered"}}
+
+
+def test_the_at_scale_verdict_needs_every_awa1_run_sound_close_to_nbc_and_u_of_50() -> None:
+    from izf_lib.experiments.at_scale import verdict
+
+    ok = [_scale_record("AWA1", 0, 95.0, 86.0, 60.0), _scale_record("AWA1", 1, 95.0, 85.0, 50.0),
+          _scale_record("CUB", 0, 80.0, 10.0, 0.0)]  # another shape: not judged
+    v = verdict(ok)
+    assert v["passed"] and len(v["runs"]) == 2
+    far = verdict([*ok, _scale_record("AWA1", 2, 95.0, 84.9, 70.0)])
+    assert not far["passed"] and "more than 10 below" in far["runs"][-1]["why"]
+    low_u = verdict([_scale_record("AWA1", 0, 95.0, 95.0, 49.9)])
+    assert not low_u["passed"] and "U 49.9" in low_u["runs"][0]["why"]
+    collapsed = verdict([_scale_record("AWA1", 0, 95.0, 95.0, 90.0, "collapsed")])
+    assert not collapsed["passed"] and "collapsed" in collapsed["runs"][0]["why"]
+    diverged = verdict([{"like": "AWA1", "scale": 1.0, "seed": 0, "error": "TrainingDivergedError"}])
+    assert diverged["runs"][0]["why"] == "diverged" and not diverged["passed"]
+    assert not verdict([])["passed"]  # no run: nothing shown
+
+
+def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_path: Path) -> None:
+    from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv
+
+    calls = at_scale_calls(tmp_path, scale=0.02, seeds=[0], epochs=1, device="cpu", shapes=("AWA1",),
+                           extra={"hidden": 16, "softmax_steps": 5})
+    assert len(calls) == 1
+    fn, job = calls[0]
+    fn(job)
+    (record,) = read_records(tmp_path)
+    assert record["d_v"] == 2048 and set(record["scores"]) == {"nbc", "softmax", "gaussian"}
+    assert record["objective"]["immd_form"] == IZFConfig().immd_form and record["chance_T1"] == 10.0
+    assert record["collapse"]["collapsed"] in (True, False) and len(record["history"]) == 1
+    assert at_scale_calls(tmp_path, scale=0.02, seeds=[0], epochs=1, shapes=("AWA1",)) == []  # done: resumed
+    with write_at_scale_csv(tmp_path).open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["IZF-NBC", "IZF-Softmax", "Gaussian generator"]
+    with pytest.raises(ValueError, match="unknown benchmark shapes"):
+        at_scale_calls(tmp_path, shapes=("NOPE",))

@@ -1,0 +1,147 @@
+"""IZF at the paper's scale: the default objective on 2048-d surrogates of AWA1, CUB and SUN shapes.
+
+Each run trains IZF with the library's defaults for 100 epochs on a surrogate with a benchmark's
+real classes, attributes and split sizes (times ``scale``; 1 is the benchmark's full size) and
+2048-d synthetic features (:func:`izf_lib.prepare.prepare_synthetic`), and scores IZF-NBC,
+IZF-Softmax and the Gaussian generator on it, with the collapse diagnostics of
+:mod:`izf_lib.collapse`. It is the check that the reverse pass stays sound where the development
+form collapsed: full size wants a GPU (about a minute a run); on a CPU, pass a smaller ``scale``
+and say so. :func:`verdict` applies the bar that the AWA1-shaped runs must clear.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..collapse import degenerate
+from ..config import IZFConfig
+from ..data import load_xlsa17
+from ..experiment import fit
+from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
+from .digits_splits import score_baseline
+from .grid import Call, objective_stamp, write_csv, write_json_atomic
+from .zsl_baselines import GaussianGenerator
+
+__all__ = ["SHAPES", "D_V", "DATA_SEED", "setting_name", "run_at_scale", "at_scale_calls", "read_records",
+           "write_at_scale_csv", "verdict"]
+
+SHAPES = ("AWA1", "CUB", "SUN")
+D_V = 2048  # ResNet-101's feature dimension
+DATA_SEED = 7
+# The bar for the AWA1-shaped runs: IZF-Softmax within this many points of IZF-NBC in CZSL T1 ...
+T1_GAP = 10.0
+U_MIN = 50.0  # ... and at least this GZSL U
+
+
+def setting_name(like: str, scale: float) -> str:
+    """The name of one surrogate, e.g. ``AWA1-shaped, d_v 2048, x1``."""
+    return f"{like}-shaped, d_v {D_V}, x{scale:g}"
+
+
+def _record_path(out_dir: Path, like: str, scale: float, seed: int) -> Path:
+    return out_dir / "records" / f"{like}_x{scale:g}" / f"seed{seed}.json"
+
+
+def run_at_scale(job: tuple[str, str, float, int, int, str, str, dict[str, Any]]) -> str:
+    """Train one surrogate and seed with the defaults (and ``extra`` overrides); writes its JSON record."""
+    out_dir, like, scale, seed, epochs, data_root, device, extra = job
+    path = _record_path(Path(out_dir), like, scale, seed)
+    name = f"{setting_name(like, scale)} / seed {seed}"
+    if path.is_file():
+        return name
+    data_name = f"SYN_{like}_d{D_V}_x{scale:g}_s{DATA_SEED}"
+    if not (Path(data_root) / data_name / "res101.mat").is_file():
+        prepare_synthetic(data_root, like=like, scale=scale, d_v=D_V, seed=DATA_SEED, name=data_name)
+    config = IZFConfig.from_dict({"eval_every": 0, "epochs": epochs, "seed": seed, **extra})
+    data = load_xlsa17(data_name, data_root, feature_scaling=config.feature_scaling)
+    record: dict[str, Any] = {"setting": setting_name(like, scale), "like": like, "scale": scale, "d_v": D_V,
+                              "data_seed": DATA_SEED, "seed": seed, "epochs": epochs,
+                              "objective": objective_stamp(config), "overrides": extra,
+                              "chance_T1": 100.0 / len(data.unseen)}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = fit(data, config, tmp, device=device, progress=False)
+        except Exception as exc:  # a diverged run is a result, flagged, not a crash of the grid
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, record)
+            return name
+    t0 = time.perf_counter()
+    gauss = score_baseline(GaussianGenerator(seed=seed).fit(data.train_split()), data)
+    record.update({
+        "device": result.environment.get("device"),
+        "scores": {**{clf: result.scores(clf) for clf in result.gzsl}, "gaussian": gauss},
+        "collapse": result.collapse, "immd_kernel": result.immd_kernel,
+        "seconds": {**result.timings, "gaussian": time.perf_counter() - t0},
+        "history": [{k: r.get(k) for k in ("epoch", "l_immd", "k_ss", "k_uu", "k_su", "gen")}
+                    for r in result.history],
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    return name
+
+
+def at_scale_calls(out_dir: str | os.PathLike, scale: float = 1.0, seeds: range | list[int] = range(3),
+                   epochs: int = 100, data_root: str | os.PathLike | None = None, device: str = "auto",
+                   shapes: tuple[str, ...] = SHAPES, extra: dict[str, Any] | None = None) -> list[Call]:
+    """One call per (shape, seed) whose record is not on disk yet."""
+    out_dir = Path(out_dir)
+    unknown = [s for s in shapes if s not in BENCHMARK_SHAPES]
+    if unknown:
+        raise ValueError(f"unknown benchmark shapes {unknown}; known: {sorted(BENCHMARK_SHAPES)}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    root = str(data_root if data_root is not None else out_dir / "data")
+    return [(run_at_scale, (str(out_dir), like, float(scale), seed, epochs, root, device, dict(extra or {})))
+            for like in shapes for seed in seeds if not _record_path(out_dir, like, scale, seed).is_file()]
+
+
+def read_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every stored run record under ``out_dir/records``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("records/*/seed*.json"))]
+
+
+def _verdict_of(record: dict[str, Any]) -> str:
+    if "error" in record:
+        return "diverged"
+    return degenerate(record["collapse"]) or "ok"
+
+
+def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
+    """``at_scale_runs.csv``: one row per run and method (IZF-NBC, IZF-Softmax, the Gaussian generator)."""
+    rows = []
+    for r in read_records(out_dir):
+        for key, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax"), ("gaussian", "Gaussian generator")):
+            scores = r.get("scores", {}).get(key, {})
+            rows.append({"setting": r["setting"], "like": r["like"], "scale": r["scale"], "seed": r["seed"],
+                         "method": label, "generated unseen": _verdict_of(r) if key != "gaussian" else "",
+                         "chance_T1": r["chance_T1"], **{m: scores.get(m, math.nan) for m in ("T1", "U", "S", "H")},
+                         "immd_form": r["objective"]["immd_form"]})
+    return write_csv(Path(out_dir) / "at_scale_runs.csv", rows)
+
+
+def verdict(records: list[dict[str, Any]], like: str = "AWA1") -> dict[str, Any]:
+    """Whether every ``like``-shaped run cleared the bar: sound, IZF-Softmax CZSL T1 within :data:`T1_GAP` points of
+    IZF-NBC, and GZSL U >= :data:`U_MIN`; per run, with the reason it failed."""
+    runs = []
+    for r in records:
+        if r["like"] != like:
+            continue
+        v = _verdict_of(r)
+        if v == "diverged":
+            runs.append({"seed": r["seed"], "scale": r["scale"], "passed": False, "why": "diverged"})
+            continue
+        sm, nbc = r["scores"]["softmax"], r["scores"]["nbc"]
+        why = [w for w, bad in ((f"generated unseen {v}", v != "ok"),
+                                (f"T1 {sm['T1']:.1f} more than {T1_GAP:g} below IZF-NBC's {nbc['T1']:.1f}",
+                                 sm["T1"] < nbc["T1"] - T1_GAP),
+                                (f"U {sm['U']:.1f} below {U_MIN:g}", sm["U"] < U_MIN)) if bad]
+        runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why)})
+    return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs),
+            "rule": f"sound, IZF-Softmax CZSL T1 >= IZF-NBC's - {T1_GAP:g}, GZSL U >= {U_MIN:g}"}
