@@ -27,7 +27,8 @@ Experiments (``izf_lib.experiments``: what reproduces one figure or table)
     ``toy``, ``toy_baselines``, ``zsl_baselines``, ``digits_splits``, ``reported``, ``oracle`` (data
     from a known IZF model), ``ablation`` (DIGITS ablations, stacking curves), ``diagnosis`` (where a
     generator puts the unseen class means), ``immd_forms`` (the forms of L_iMMD on surrogates and the
-    declared rule that chose the default), ``grid`` (parallel, resumable runs)
+    declared rules that chose the default), ``at_scale`` (the defaults on 2048-d surrogates of AWA1, CUB
+    and SUN shapes), ``grid`` (parallel, resumable runs), ``engine`` (the local pool or submitit jobs)
 """
 
 __version__ = "0.1.0"

@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
 from izf_lib.experiments import ablation, at_scale, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
-from izf_lib.experiments.grid import claim_folder, run_jobs, write_json_atomic  # noqa: E402
+from izf_lib.experiments.engine import ENGINES, GridRunError, SubmititSettings, run_calls  # noqa: E402
+from izf_lib.experiments.grid import claim_folder, write_json_atomic  # noqa: E402
 
 GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms",
          "at_scale")
@@ -60,7 +61,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="at_scale: where to train (auto: CUDA when present)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this machine's process pool (--jobs); submitit: jobs on SLURM when sbatch is on "
+                        "PATH, else submitit's local executor")
+    g = p.add_argument_group("submitit (--engine submitit); a JSON file of these settings: --submitit-config")
+    g.add_argument("--submitit-config", help="JSON file with SubmititSettings keys; flags override it")
+    for name, kind, what in (("folder", str, "job folder, shared with the nodes (default runs/submitit)"),
+                             ("cluster", str, "force 'slurm' or 'local' (default: auto)"),
+                             ("partition", str, "SLURM partition"), ("timeout-min", int, "time limit per job"),
+                             ("cpus-per-task", int, "CPUs per job"), ("mem-gb", float, "memory per job"),
+                             ("gpus-per-task", int, "GPUs per job"),
+                             ("array-parallelism", int, "SLURM array tasks running at once"),
+                             ("runs-per-task", int, "runs per job (0: one job per local worker, ~64 on SLURM)"),
+                             ("local-max-jobs", int, "local executor: jobs running at once (default: CPU count)")):
+        g.add_argument(f"--{name}", type=kind, help=what)
     args = p.parse_args(argv)
+    settings = SubmititSettings.from_json(args.submitit_config) if args.submitit_config else SubmititSettings()
+    for key in ("folder", "cluster", "partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_task",
+                "array_parallelism", "runs_per_task", "local_max_jobs"):
+        if getattr(args, key) is not None:
+            setattr(settings, key, getattr(args, key))
+
+    def run_jobs(calls: list, jobs: int, desc: str = "runs", progress: bool = True) -> list[str]:
+        return run_calls(calls, args.engine, jobs, desc=desc, settings=settings, progress=progress)
+
     out = Path(args.out)
     smoke = args.smoke
     if smoke:
@@ -151,17 +175,26 @@ def main(argv: list[str] | None = None) -> int:
         run_jobs(ablation.tune_calls(out / "tuned", splits, trials=2 if smoke else 16), args.jobs, desc="tunes")
         calls = ablation.tuned_calls(out / "tuned", splits, range(1 if smoke else 3)) + calls
         writers.append(lambda: ablation.write_tuned_csv(out / "tuned"))
-    print(f"{len(calls)} runs to do with {args.jobs} workers", flush=True)
-    run_jobs(calls, args.jobs, desc="grids", progress=True)
+    where = f"{args.jobs} workers" if args.engine == "local" else f"submitit jobs in {settings.folder}"
+    print(f"{len(calls)} runs to do with {where}", flush=True)
+    try:
+        run_jobs(calls, args.jobs, desc="grids", progress=True)
+    except GridRunError as exc:  # the other runs landed; the tables wait until every run has
+        for name, error in exc.failed.items():
+            print(f"FAILED {name}\n{error}", file=sys.stderr)
+        print(f"{len(exc.failed)} run(s) failed: {', '.join(exc.failed)}; rerun the same command to retry them",
+              file=sys.stderr)
+        return 1
     for write in writers:
         print(f"wrote {write()}")
     took = time.perf_counter() - start
     log = out / "grids_log.jsonl"
     with log.open("a") as f:
-        f.write(json.dumps({"grids": args.only, "runs": len(calls), "jobs": args.jobs, "wall_seconds": round(took, 1),
+        f.write(json.dumps({"grids": args.only, "runs": len(calls), "jobs": args.jobs, "engine": args.engine,
+                            "wall_seconds": round(took, 1),
                             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                             "torch": torch.__version__, "smoke": smoke}) + "\n")
-    print(f"{len(calls)} runs in {took:.0f} s with {args.jobs} workers")
+    print(f"{len(calls)} runs in {took:.0f} s with {where}")
     return 0
 
 

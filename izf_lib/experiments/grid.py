@@ -53,7 +53,7 @@ def run_jobs(calls: Sequence[Call], jobs: int = 1, desc: str = "runs", progress:
     return done
 
 
-def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, record: Any) -> None:
     """Write ``record`` to ``path`` so that a half-written file never exists (a run is done once its JSON is)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))

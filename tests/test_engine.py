@@ -1,0 +1,124 @@
+"""The grids through submitit: real worker processes (its local executor), and a real SLURM where one runs.
+
+Each test runs the toy grid at smoke size with ``scripts/run_grids.py``, as a user would, and
+compares every result file with the local process pool's, byte for byte.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from izf_lib.experiments.engine import GridRunError, SubmititSettings, read_ledger, run_calls
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("submitit")
+
+
+def _grid(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "scripts" / "run_grids.py"), "--only", "toy", "--smoke", "--out", str(out),
+           *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def _results(out: Path) -> list[Path]:
+    return sorted(p.relative_to(out) for p in out.rglob("*.json"))
+
+
+def _same_files(a: Path, b: Path) -> None:
+    files = _results(a)
+    assert files and files == _results(b)
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
+    assert not mismatch and not errors, mismatch
+    assert (a / "toy" / "toy_runs.csv").read_bytes() == (b / "toy" / "toy_runs.csv").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def local_pool(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pool")
+    done = _grid(out, "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _check_engine(out: Path, jobs: Path, local_pool: Path, cluster: str) -> None:
+    """The grid through submitit on ``cluster``: same files as the pool, every run inside a job, resumable."""
+    args = ("--engine", "submitit", "--folder", str(jobs), "--cluster", cluster, "--local-max-jobs", "2")
+    done = _grid(out, *args)
+    assert done.returncode == 0, done.stderr
+    _same_files(out, local_pool)
+    ledger = read_ledger(jobs)
+    assert len(ledger) == len(_results(out)) and all(e["ok"] for e in ledger)
+    assert {e["cluster"] for e in ledger} == {cluster} and all(e["job_id"] for e in ledger)  # JobEnvironment
+    again = _grid(out, *args)
+    assert again.returncode == 0 and "0 runs to do" in again.stdout
+    assert len(read_ledger(jobs)) == len(ledger)  # a rerun submits nothing
+    victim = out / _results(out)[0]
+    victim.unlink()
+    once = _grid(out, *args)
+    assert once.returncode == 0 and "1 runs to do" in once.stdout, once.stderr
+    assert len(read_ledger(jobs)) == len(ledger) + 1  # exactly the deleted run was submitted again
+    _same_files(out, local_pool)
+
+
+def test_the_toy_grid_through_submitits_local_executor_matches_the_pool(tmp_path: Path, local_pool: Path) -> None:
+    _check_engine(tmp_path / "out", tmp_path / "jobs", local_pool, "local")
+
+
+def _landing(path: str) -> str:
+    Path(path).write_text("landed")
+    return Path(path).name
+
+
+def _failing(path: str) -> str:
+    raise RuntimeError(f"deliberate failure for {path}")
+
+
+def test_a_failing_run_is_reported_by_name_while_the_others_land(tmp_path: Path) -> None:
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    calls = [(_landing, str(tmp_path / "a.txt")), (_failing, str(tmp_path / "b.txt")),
+             (_landing, str(tmp_path / "c.txt"))]
+    settings = SubmititSettings(folder=str(tmp_path / "jobs"), cluster="local", runs_per_task=2, poll_s=0.5)
+    with pytest.raises(GridRunError) as err:
+        run_calls(calls, "submitit", settings=settings, progress=False)
+    (name,) = err.value.failed
+    assert "_failing" in name and "deliberate failure" in err.value.failed[name]
+    assert (tmp_path / "a.txt").read_text() == "landed" and (tmp_path / "c.txt").read_text() == "landed"
+    assert [e["ok"] for e in read_ledger(tmp_path / "jobs")].count(True) == 2
+
+
+def test_submitit_settings_from_a_file_reject_unknown_keys(tmp_path: Path) -> None:
+    good = tmp_path / "slurm.json"
+    good.write_text('{"partition": "gpu", "gpus_per_task": 1, "timeout_min": 30}')
+    s = SubmititSettings.from_json(good)
+    assert (s.partition, s.gpus_per_task, s.timeout_min) == ("gpu", 1, 30)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"partitions": "gpu"}')
+    with pytest.raises(ValueError, match=r"bad.json: unknown submitit settings \['partitions'\]"):
+        SubmititSettings.from_json(bad)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        run_calls([], "ray")
+
+
+def _slurm_up() -> str | None:
+    """Why a real SLURM cannot be used here, or None when sbatch is on PATH and a node answers."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH (.ci/run starts a single-node SLURM where it can: scripts/start_slurm.sh)"
+    info = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    if info.returncode != 0 or not any(s in info.stdout for s in ("idle", "mix", "alloc")):
+        return f"sbatch is on PATH but no SLURM node is up (sinfo: {info.stdout.strip() or info.stderr.strip()})"
+    return None
+
+
+@pytest.mark.skipif(_slurm_up() is not None, reason=str(_slurm_up()))
+def test_the_toy_grid_on_a_real_slurm_matches_the_pool(tmp_path: Path, local_pool: Path) -> None:
+    _check_engine(tmp_path / "out", tmp_path / "jobs", local_pool, "slurm")
+    logs = list((tmp_path / "jobs").glob("*_log.out"))
+    assert logs  # the job folders of the SLURM jobs: one log per job
