@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             setattr(settings, key, getattr(args, key))
 
+    ran = [0]  # every run of this command, the main pool's and those of the writers (tunes, round 2, held out)
+
     def run_jobs(calls: list, jobs: int, desc: str = "runs", progress: bool = True) -> list[str]:
+        ran[0] += len(calls)
         return run_calls(calls, args.engine, jobs, desc=desc, settings=settings, progress=progress)
 
     out = Path(args.out)
@@ -190,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     took = time.perf_counter() - start
     log = out / "grids_log.jsonl"
     with log.open("a") as f:
-        f.write(json.dumps({"grids": args.only, "runs": len(calls), "jobs": args.jobs, "engine": args.engine,
+        f.write(json.dumps({"grids": args.only, "runs": ran[0], "jobs": args.jobs, "engine": args.engine,
                             "wall_seconds": round(took, 1),
                             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                             "torch": torch.__version__, "smoke": smoke}) + "\n")
-    print(f"{len(calls)} runs in {took:.0f} s with {where}")
+    print(f"{ran[0]} runs in {took:.0f} s with {where}")
     return 0
 
 
