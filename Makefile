@@ -17,6 +17,7 @@ help:
 	@echo "make lint     ruff check, and the chapters' code formatted to 79 characters (ruff format --check notebooks)"
 	@echo "make execute  re-run every chapter notebook in place with papermill (after izf_lib changes)"
 	@echo "make results  rerun the benchmark notebooks per dataset (quick; FULL=1 for the GPU setting) into results/"
+	@echo "              ENGINE=submitit SUBMITIT=\"--gpus-per-task 1 --partition gpu\": one submitit job per notebook"
 
 # Installs from the lock: every package at the version the tests passed with (`make lock` renews it).
 $(STAMP): pyproject.toml constraints.txt
@@ -62,7 +63,7 @@ execute: $(STAMP)
 
 # Benchmarks: papermill per dataset into runs/, collected into results/ (FULL=1: paper-like, for a GPU).
 results: $(STAMP)
-	$(BIN)/python scripts/make_results.py $(if $(FULL),--full,)
+	$(BIN)/python scripts/make_results.py $(if $(FULL),--full,) $(if $(ENGINE),--engine $(ENGINE),) $(SUBMITIT)
 
 clean:
 	rm -rf book/_build

@@ -17,23 +17,23 @@ import platform
 import sys
 from pathlib import Path
 
-import papermill as pm
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from izf_lib.data import XLSA17_NAMES  # noqa: E402
+from izf_lib.experiments.engine import GridRunError, add_engine_arguments, run_calls, settings_from_args  # noqa: E402
 from izf_lib.experiments.grid import objective_stamp  # noqa: E402
+from izf_lib.experiments.notebook_runs import papermill_job  # noqa: E402
 from izf_lib.prepare import prepare_digits, prepare_synthetic  # noqa: E402
 from izf_lib.results import collect  # noqa: E402
 
 
-def run_notebook(name: str, output: Path, parameters: dict) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
+def notebook_call(name: str, output: Path, parameters: dict) -> tuple:
+    """One chapter run as a job of :func:`izf_lib.experiments.engine.run_calls`."""
     print(f"papermill {name} -> {output.relative_to(ROOT)} {parameters}", flush=True)
-    pm.execute_notebook(str(ROOT / "notebooks" / name), str(output), parameters=parameters,
-                        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False, log_output=False)
+    return (papermill_job, (str(ROOT / "notebooks" / name), str(output), parameters))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="seeds per dataset (default: 3 on GPU or with --full, else 1)")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="where runs are written (git-ignored)")
     p.add_argument("--results", default=str(ROOT / "results"), help="where the collected tables go (committed)")
+    add_engine_arguments(p)
     args = p.parse_args(argv)
 
     quick = not args.full
-    gpu = torch.cuda.is_available() and args.device != "cpu"
+    settings = settings_from_args(args)
+    # on a cluster the submitting machine may have no GPU: GPU jobs (--gpus-per-task) train on CUDA
+    gpu = args.device == "cuda" or (args.device != "cpu" and (
+        torch.cuda.is_available() or (args.engine == "submitit" and settings.gpus_per_task > 0)))
     n_seeds = args.seeds or (3 if (gpu or args.full) else 1)
     seeds = list(range(n_seeds))
     runs, gen_data = Path(args.runs), Path(args.runs) / "data"
@@ -75,20 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     surrogates["SYN_AWA1"] = (f"synthetic surrogate with AWA1's real class attributes and split sizes x {scale}, "
                               f"d_v = {dim}; synthetic features")
 
-    for name, data_dir in datasets.items():
-        run_notebook("07_benchmark.ipynb", runs / name / "benchmark.ipynb",
-                     {**common, "dataset": name, "data_dir": data_dir, "results_dir": None})  # collected below
-    run_notebook("08_digits_benchmark.ipynb", runs / "digits_splits" / "digits_benchmark.ipynb",
-                 {"quick": quick, "seeds": seeds, "device": device, "out_dir": str((runs / "digits_splits").resolve()),
-                  "n_splits": 8 if quick else None,  # full: all 120 splits, resumable (a rerun skips finished ones)
-                  "jobs": 1 if gpu else (os.cpu_count() or 1)})
+    calls = [notebook_call("07_benchmark.ipynb", runs / name / "benchmark.ipynb",
+                           {**common, "dataset": name, "data_dir": data_dir, "results_dir": None})  # collected below
+             for name, data_dir in datasets.items()]
+    cpus = settings.cpus_per_task if args.engine == "submitit" else (os.cpu_count() or 1)
+    calls.append(notebook_call("08_digits_benchmark.ipynb", runs / "digits_splits" / "digits_benchmark.ipynb",
+                               {"quick": quick, "seeds": seeds, "device": device,
+                                "out_dir": str((runs / "digits_splits").resolve()),
+                                # full: all 120 splits, resumable (a rerun skips finished ones)
+                                "n_splits": 8 if quick else None, "jobs": 1 if gpu else cpus}))
+    try:  # one after the other here (each notebook uses the machine), or one submitit job each
+        run_calls(calls, args.engine, 1, desc="notebooks", settings=settings)
+    except GridRunError as exc:
+        for name, error in exc.failed.items():
+            print(f"FAILED {name}\n{error}", file=sys.stderr)
+        return 1
 
     manifest = {
         "quick": quick, "seeds": seeds, "device": device,
         "machine": torch.cuda.get_device_name(0) if gpu else f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
         "date": dt.date.today().isoformat(), "datasets": sorted(datasets), "unavailable": unavailable,
         "surrogates": surrogates, "objective": objective_stamp(),
-        "command": "make results FULL=1" if args.full else "make results",
+        "command": ("make results FULL=1" if args.full else "make results")
+        + (f" ENGINE={args.engine}" if args.engine != "local" else ""),
     }
     m = collect(runs, args.results, manifest)
     print(f"collected {m['benchmark_rows']} benchmark rows and {m['digits_split_rows']} DIGITS split rows "

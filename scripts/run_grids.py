@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
 from izf_lib.experiments import ablation, at_scale, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
-from izf_lib.experiments.engine import ENGINES, GridRunError, SubmititSettings, run_calls  # noqa: E402
+from izf_lib.experiments.engine import GridRunError, add_engine_arguments, run_calls, settings_from_args  # noqa: E402
 from izf_lib.experiments.grid import claim_folder, write_json_atomic  # noqa: E402
 
 GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms",
@@ -61,26 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="at_scale: where to train (auto: CUDA when present)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
-    p.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: this machine's process pool (--jobs); submitit: jobs on SLURM when sbatch is on "
-                        "PATH, else submitit's local executor")
-    g = p.add_argument_group("submitit (--engine submitit); a JSON file of these settings: --submitit-config")
-    g.add_argument("--submitit-config", help="JSON file with SubmititSettings keys; flags override it")
-    for name, kind, what in (("folder", str, "job folder, shared with the nodes (default runs/submitit)"),
-                             ("cluster", str, "force 'slurm' or 'local' (default: auto)"),
-                             ("partition", str, "SLURM partition"), ("timeout-min", int, "time limit per job"),
-                             ("cpus-per-task", int, "CPUs per job"), ("mem-gb", float, "memory per job"),
-                             ("gpus-per-task", int, "GPUs per job"),
-                             ("array-parallelism", int, "SLURM array tasks running at once"),
-                             ("runs-per-task", int, "runs per job (0: one job per local worker, ~64 on SLURM)"),
-                             ("local-max-jobs", int, "local executor: jobs running at once (default: CPU count)")):
-        g.add_argument(f"--{name}", type=kind, help=what)
+    add_engine_arguments(p)
     args = p.parse_args(argv)
-    settings = SubmititSettings.from_json(args.submitit_config) if args.submitit_config else SubmititSettings()
-    for key in ("folder", "cluster", "partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_task",
-                "array_parallelism", "runs_per_task", "local_max_jobs"):
-        if getattr(args, key) is not None:
-            setattr(settings, key, getattr(args, key))
+    settings = settings_from_args(args)
 
     ran = [0]  # every run of this command, the main pool's and those of the writers (tunes, round 2, held out)
 

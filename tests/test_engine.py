@@ -122,3 +122,25 @@ def test_the_toy_grid_on_a_real_slurm_matches_the_pool(tmp_path: Path, local_poo
     _check_engine(tmp_path / "out", tmp_path / "jobs", local_pool, "slurm")
     logs = list((tmp_path / "jobs").glob("*_log.out"))
     assert logs  # the job folders of the SLURM jobs: one log per job
+
+
+def test_a_notebook_runs_as_a_submitit_job_with_its_parameters(tmp_path: Path) -> None:
+    """What `make results ENGINE=submitit` sends: one papermill run per job (here a two-cell notebook)."""
+    import nbformat
+
+    from izf_lib.experiments.notebook_runs import papermill_job
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"},
+                                            "language_info": {"name": "python"}})
+    params = nbformat.v4.new_code_cell("value = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("open('value.txt', 'w').write(str(value * 2))")]
+    notebook = tmp_path / "nb" / "double.ipynb"
+    notebook.parent.mkdir()
+    nbformat.write(nb, notebook)
+    calls = [(papermill_job, (str(notebook), str(tmp_path / "out" / "double.ipynb"), {"value": 21}))]
+    settings = SubmititSettings(folder=str(tmp_path / "jobs"), cluster="local", poll_s=0.5)
+    (name,) = run_calls(calls, "submitit", settings=settings, progress=False)
+    assert "double.ipynb" in name and (notebook.parent / "value.txt").read_text() == "42"  # ran in its folder
+    assert (tmp_path / "out" / "double.ipynb").is_file() and read_ledger(tmp_path / "jobs")[0]["cluster"] == "local"

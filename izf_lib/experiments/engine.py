@@ -17,6 +17,7 @@ sweep safe there are this project's, not submitit's:
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -31,7 +32,8 @@ from typing import Any
 
 from .grid import Call, _single_threaded, run_jobs, write_json_atomic
 
-__all__ = ["ENGINES", "SubmititSettings", "GridRunError", "run_calls", "call_key", "read_ledger"]
+__all__ = ["ENGINES", "SubmititSettings", "GridRunError", "run_calls", "call_key", "read_ledger",
+           "add_engine_arguments", "settings_from_args"]
 
 ENGINES = ("local", "submitit")
 ALIVE_SLURM_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
@@ -236,3 +238,33 @@ def run_calls(calls: Sequence[Call], engine: str = "local", jobs: int = 1, desc:
     if engine == "local" or not calls:
         return run_jobs(calls, jobs, desc=desc, progress=progress)
     return _run_submitit(calls, settings or SubmititSettings(), desc, progress)
+
+
+_FLAGS = (("folder", str, "job folder, shared with the nodes (default runs/submitit)"),
+          ("cluster", str, "force 'slurm' or 'local' (default: SLURM when sbatch is on PATH)"),
+          ("partition", str, "SLURM partition"), ("timeout-min", int, "time limit per job, minutes"),
+          ("cpus-per-task", int, "CPUs per job"), ("mem-gb", float, "memory per job"),
+          ("gpus-per-task", int, "GPUs per job"), ("array-parallelism", int, "SLURM array tasks running at once"),
+          ("runs-per-task", int, "runs per job (0: one job per local worker, ~64 on SLURM)"),
+          ("local-max-jobs", int, "local executor: jobs running at once (default: CPU count)"))
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and the submitit settings as flags (and ``--submitit-config FILE.json``), for every script."""
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: this machine (a process pool); submitit: jobs on SLURM when sbatch is on PATH, "
+                             "else submitit's local executor")
+    g = parser.add_argument_group("submitit (--engine submitit)")
+    g.add_argument("--submitit-config", help="JSON file with SubmititSettings keys; the flags below override it")
+    for name, kind, what in _FLAGS:
+        g.add_argument(f"--{name}", type=kind, help=what)
+
+
+def settings_from_args(args: argparse.Namespace) -> SubmititSettings:
+    """The :class:`SubmititSettings` of parsed :func:`add_engine_arguments` flags."""
+    settings = SubmititSettings.from_json(args.submitit_config) if args.submitit_config else SubmititSettings()
+    for name, _, _ in _FLAGS:
+        key = name.replace("-", "_")
+        if getattr(args, key) is not None:
+            setattr(settings, key, getattr(args, key))
+    return settings
