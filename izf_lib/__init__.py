@@ -28,7 +28,8 @@ Experiments (``izf_lib.experiments``: what reproduces one figure or table)
     from a known IZF model), ``ablation`` (DIGITS ablations, stacking curves), ``diagnosis`` (where a
     generator puts the unseen class means), ``immd_forms`` (the forms of L_iMMD on surrogates and the
     declared rules that chose the default), ``at_scale`` (the defaults on 2048-d surrogates of AWA1, CUB
-    and SUN shapes), ``grid`` (parallel, resumable runs), ``engine`` (the local pool or submitit jobs), ``notebook_runs`` (a chapter run as such a job)
+    and SUN shapes), ``grid`` (parallel, resumable runs), ``engine`` (the local pool or submitit jobs),
+    ``notebook_runs`` (a chapter run as such a job)
 """
 
 __version__ = "0.1.0"

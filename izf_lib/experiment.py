@@ -31,6 +31,16 @@ __all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "select_epochs", "fit
 RESULTS_FILE = "results.json"
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so that a run killed while writing (Ctrl-C,
+    a cancelled cluster job) never leaves a half-written file that a rerun would take for a finished one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 class CollapseWarning(UserWarning):
     """A run whose generated unseen features collapsed or scattered (izf_lib.collapse): IZF-Softmax is not sound."""
 
@@ -76,7 +86,7 @@ class RunResult:
     def write(self, run_dir: str | os.PathLike) -> Path:
         """Write ``run_dir/results.json``; returns its path."""
         path = Path(run_dir) / RESULTS_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

@@ -27,6 +27,7 @@ import torch
 from .config import CLASSIFIERS, PRESETS, IZFConfig
 from .data import DataError, ZSLData, load_xlsa17, validation_split
 from .evaluation import evaluation_generator, score
+from .experiment import write_text_atomic
 from .rng import STREAM_TUNE, stream_seed
 from .train import resolve_device, train_model
 
@@ -212,11 +213,11 @@ def tune(
                         "seconds": time.perf_counter() - t0})
         best = max(records, key=lambda r: r["objective"])
         bar.set_postfix_str(f"best trial {best['trial']}: {best['objective']:.1f}")
-        (out / "trials.json").write_text(json.dumps(records, indent=1))
+        write_text_atomic(out / "trials.json", json.dumps(records, indent=1))
     best, chosen_record, reason = choose_trial(records)
     chosen = {**PRESETS[preset], "eval_every": 0, **chosen_record["params"]}
     IZFConfig.from_dict(chosen)  # a chosen config always loads
-    (out / "chosen_config.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    write_text_atomic(out / "chosen_config.json", json.dumps(chosen, indent=1) + "\n")
     summary = {
         "dataset": dataset, "preset": preset, "classifier": classifier, "fold": fold_note,
         "validation_classes": [names[1] for _, names, _ in folds],
@@ -228,5 +229,5 @@ def tune(
         "chosen_objective_se": chosen_record["objective_se"], "reason": reason,
         "seconds": time.perf_counter() - start, "device": str(dev), "threads": torch.get_num_threads(),
     }
-    (out / "tune_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / "tune_summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

@@ -144,3 +144,21 @@ def test_a_notebook_runs_as_a_submitit_job_with_its_parameters(tmp_path: Path) -
     (name,) = run_calls(calls, "submitit", settings=settings, progress=False)
     assert "double.ipynb" in name and (notebook.parent / "value.txt").read_text() == "42"  # ran in its folder
     assert (tmp_path / "out" / "double.ipynb").is_file() and read_ledger(tmp_path / "jobs")[0]["cluster"] == "local"
+
+
+def test_a_write_interrupted_before_its_rename_leaves_no_result(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C or a cancelled job between writing and renaming: the result file does not exist, so a rerun redoes it."""
+    from izf_lib.experiments.grid import write_json_atomic
+
+    target = tmp_path / "seed0.json"
+
+    def killed(self, other):  # the process dies after the temporary file is written, before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomic(target, {"T1": 1.0})
+    assert not target.exists()
+    monkeypatch.undo()
+    write_json_atomic(target, {"T1": 1.0})
+    assert target.read_text() == '{\n "T1": 1.0\n}'

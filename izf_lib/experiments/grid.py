@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..experiment import write_text_atomic
+
 __all__ = ["Call", "run_jobs", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows",
            "OBJECTIVE_KEYS", "objective_stamp", "read_stamp", "claim_folder"]
 
@@ -55,9 +57,7 @@ def run_jobs(calls: Sequence[Call], jobs: int = 1, desc: str = "runs", progress:
 
 def write_json_atomic(path: Path, record: Any) -> None:
     """Write ``record`` to ``path`` so that a half-written file never exists (a run is done once its JSON is)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(record, indent=1))
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
