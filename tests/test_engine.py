@@ -162,3 +162,28 @@ def test_a_write_interrupted_before_its_rename_leaves_no_result(tmp_path: Path, 
     monkeypatch.undo()
     write_json_atomic(target, {"T1": 1.0})
     assert target.read_text() == '{\n "T1": 1.0\n}'
+
+
+def test_a_rerun_reattaches_to_a_job_still_running_instead_of_submitting_it_again(tmp_path: Path) -> None:
+    import json
+    import time
+
+    folder = tmp_path / "jobs"
+    driver = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from izf_lib.experiments.engine import SubmititSettings, run_calls; "
+         f"run_calls([(time.sleep, 6)], 'submitit', settings=SubmititSettings(folder={str(folder)!r}, "
+         "cluster='local', poll_s=0.5), progress=False)"], cwd=ROOT)
+    registry = folder / "registry.json"
+    for _ in range(300):
+        if registry.is_file():
+            break
+        time.sleep(0.1)
+    driver.kill()  # the grid's command dies (a closed terminal, a killed login shell); its job does not
+    driver.wait()
+    (entry,) = json.loads(registry.read_text())
+    settings = SubmititSettings(folder=str(folder), cluster="local", poll_s=0.5)
+    run_calls([(time.sleep, 6)], "submitit", settings=settings, progress=False)
+    assert len(json.loads(registry.read_text())) == 1  # nothing was submitted again
+    (done,) = read_ledger(folder)
+    assert done["job_id"] == entry["job_id"] and done["ok"]

@@ -90,7 +90,8 @@ def _run_chunk(calls: Sequence[Call]) -> list[dict[str, Any]]:
     for call in calls:
         entry = {"key": call_key(call), "job_id": str(env.job_id), "cluster": env.cluster}
         try:
-            entry.update(name=_single_threaded(call), ok=True)
+            name = _single_threaded(call)  # the run functions return their run's name
+            entry.update(name=name if isinstance(name, str) else call_key(call)[:160], ok=True)
         except Exception:  # reported with its traceback; the other runs of the chunk go on
             entry.update(name=call_key(call)[:160], ok=False, error=traceback.format_exc())
         out.append(entry)
