@@ -15,6 +15,7 @@ PRECISIONS=${PRECISIONS:-fp32 tf32 bf16}
 PARTS=${PARTS:-step scaling parity train}
 BLOCKS=${BLOCKS:-5 10}
 DATA=${DATA:-$OUT/data}  # the AWA1-shaped surrogate (about 250 MB); removed at the end unless DATA is given
+LOG=${LOG:-$OUT/log.txt}  # scripts/submit_gpu_benchmarks.py gives each part, one GPU job each, its own LOG and DATA
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 for part in $PARTS; do
   case "$part" in
@@ -69,6 +70,6 @@ fi
       rm -f "$OUT/awa1_$precision/checkpoint.pt"
     done
   fi
-  if [ "$DATA" = "$OUT/data" ]; then rm -rf "$DATA"; fi
+  if [ "$DATA" = "$OUT/data" ] || [ "${CLEAN_DATA:-0}" = "1" ]; then rm -rf "$DATA"; fi
   echo "finished $(date -u +%FT%TZ)"
-} 2>&1 | tee "$OUT/log.txt"
+} 2>&1 | tee "$LOG"

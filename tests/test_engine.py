@@ -187,3 +187,19 @@ def test_a_rerun_reattaches_to_a_job_still_running_instead_of_submitting_it_agai
     assert len(json.loads(registry.read_text())) == 1  # nothing was submitted again
     (done,) = read_ledger(folder)
     assert done["job_id"] == entry["job_id"] and done["ok"]
+
+
+def test_a_part_of_the_gpu_benchmark_runs_as_a_job_with_its_own_log(tmp_path: Path) -> None:
+    """scripts/submit_gpu_benchmarks.py at TINY size on the CPU: the `step` part as a local-executor job."""
+    import json
+    import os
+
+    cmd = [sys.executable, str(ROOT / "scripts" / "submit_gpu_benchmarks.py"), str(tmp_path / "gpu"), "--parts",
+           "step", "--engine", "submitit", "--cluster", "local", "--folder", str(tmp_path / "jobs")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TINY": "1", "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    assert "done: gpu.sh step" in done.stdout
+    runs = json.loads((tmp_path / "gpu" / "train_step.json").read_text())["runs"]
+    assert runs and (tmp_path / "gpu" / "log_step.txt").is_file()
+    assert read_ledger(tmp_path / "jobs")[0]["cluster"] == "local"
