@@ -66,6 +66,7 @@ def _check_engine(out: Path, jobs: Path, local_pool: Path, cluster: str) -> None
     _same_files(out, local_pool)
 
 
+@pytest.mark.slow  # worker processes
 def test_the_toy_grid_through_submitits_local_executor_matches_the_pool(tmp_path: Path, local_pool: Path) -> None:
     _check_engine(tmp_path / "out", tmp_path / "jobs", local_pool, "local")
 
@@ -79,6 +80,7 @@ def _failing(path: str) -> str:
     raise RuntimeError(f"deliberate failure for {path}")
 
 
+@pytest.mark.slow  # worker processes
 def test_a_failing_run_is_reported_by_name_while_the_others_land(tmp_path: Path) -> None:
     import cloudpickle
 
@@ -117,6 +119,7 @@ def _slurm_up() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_slurm_up() is not None, reason=str(_slurm_up()))
 def test_the_toy_grid_on_a_real_slurm_matches_the_pool(tmp_path: Path, local_pool: Path) -> None:
     _check_engine(tmp_path / "out", tmp_path / "jobs", local_pool, "slurm")
@@ -124,6 +127,7 @@ def test_the_toy_grid_on_a_real_slurm_matches_the_pool(tmp_path: Path, local_poo
     assert logs  # the job folders of the SLURM jobs: one log per job
 
 
+@pytest.mark.slow  # worker processes
 def test_a_notebook_runs_as_a_submitit_job_with_its_parameters(tmp_path: Path) -> None:
     """What `make results ENGINE=submitit` sends: one papermill run per job (here a two-cell notebook)."""
     import nbformat
@@ -164,6 +168,7 @@ def test_a_write_interrupted_before_its_rename_leaves_no_result(tmp_path: Path, 
     assert target.read_text() == '{\n "T1": 1.0\n}'
 
 
+@pytest.mark.slow  # worker processes
 def test_a_rerun_reattaches_to_a_job_still_running_instead_of_submitting_it_again(tmp_path: Path) -> None:
     import json
     import time
@@ -189,6 +194,7 @@ def test_a_rerun_reattaches_to_a_job_still_running_instead_of_submitting_it_agai
     assert done["job_id"] == entry["job_id"] and done["ok"]
 
 
+@pytest.mark.slow  # worker processes
 def test_a_part_of_the_gpu_benchmark_runs_as_a_job_with_its_own_log(tmp_path: Path) -> None:
     """scripts/submit_gpu_benchmarks.py at TINY size on the CPU: the `step` part as a local-executor job."""
     import json

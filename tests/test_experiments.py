@@ -196,6 +196,7 @@ def test_the_at_scale_verdict_needs_every_awa1_run_sound_close_to_nbc_and_u_of_5
     assert not verdict([])["passed"]  # no run: nothing shown
 
 
+@pytest.mark.slow  # trains a 2048-d surrogate
 def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_path: Path) -> None:
     from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv
 
