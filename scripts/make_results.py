@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # one after the other here (each notebook uses the machine), or one submitit job each
         run_calls(calls, args.engine, 1, desc="notebooks", settings=settings)
     except GridRunError as exc:
-        for name, error in exc.failed.items():
-            print(f"FAILED {name}\n{error}", file=sys.stderr)
+        exc.report()
         return 1
 
     manifest = {

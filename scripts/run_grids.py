@@ -166,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_jobs(calls, args.jobs, desc="grids", progress=True)
     except GridRunError as exc:  # the other runs landed; the tables wait until every run has
-        for name, error in exc.failed.items():
-            print(f"FAILED {name}\n{error}", file=sys.stderr)
-        print(f"{len(exc.failed)} run(s) failed: {', '.join(exc.failed)}; rerun the same command to retry them",
-              file=sys.stderr)
+        exc.report()
         return 1
     for write in writers:
         print(f"wrote {write()}")

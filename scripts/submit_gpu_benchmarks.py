@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in run_calls(calls, args.engine, 1, desc="gpu.sh parts", settings=settings_from_args(args)):
             print(f"done: {name}")
     except GridRunError as exc:
-        for name, error in exc.failed.items():
-            print(f"FAILED {name}\n{error}", file=sys.stderr)
+        exc.report()
         return 1
     return 0
 

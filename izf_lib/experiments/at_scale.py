@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..collapse import degenerate
 from ..config import IZFConfig
 from ..data import load_xlsa17
 from ..experiment import fit
 from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
 from .digits_splits import score_baseline
 from .grid import Call, objective_stamp, write_csv, write_json_atomic
+from .immd_forms import run_verdict
 from .zsl_baselines import GaussianGenerator
 
 __all__ = ["SHAPES", "D_V", "DATA_SEED", "setting_name", "run_at_scale", "at_scale_calls", "read_records",
@@ -107,12 +107,6 @@ def read_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("records/*/seed*.json"))]
 
 
-def _verdict_of(record: dict[str, Any]) -> str:
-    if "error" in record:
-        return "diverged"
-    return degenerate(record["collapse"]) or "ok"
-
-
 def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
     """``at_scale_runs.csv``: one row per run and method (IZF-NBC, IZF-Softmax, the Gaussian generator)."""
     rows = []
@@ -120,7 +114,7 @@ def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
         for key, label in (("nbc", "IZF-NBC"), ("softmax", "IZF-Softmax"), ("gaussian", "Gaussian generator")):
             scores = r.get("scores", {}).get(key, {})
             rows.append({"setting": r["setting"], "like": r["like"], "scale": r["scale"], "seed": r["seed"],
-                         "method": label, "generated unseen": _verdict_of(r) if key != "gaussian" else "",
+                         "method": label, "generated unseen": run_verdict(r) if key != "gaussian" else "",
                          "chance_T1": r["chance_T1"], **{m: scores.get(m, math.nan) for m in ("T1", "U", "S", "H")},
                          "immd_form": r["objective"]["immd_form"]})
     return write_csv(Path(out_dir) / "at_scale_runs.csv", rows)
@@ -133,7 +127,7 @@ def verdict(records: list[dict[str, Any]], like: str = "AWA1") -> dict[str, Any]
     for r in records:
         if r["like"] != like:
             continue
-        v = _verdict_of(r)
+        v = run_verdict(r)
         if v == "diverged":
             runs.append({"seed": r["seed"], "scale": r["scale"], "passed": False, "why": "diverged"})
             continue

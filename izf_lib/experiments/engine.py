@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -73,6 +74,12 @@ class GridRunError(RuntimeError):
     def __init__(self, failed: dict[str, str]) -> None:
         self.failed = failed
         super().__init__(f"{len(failed)} run(s) failed: " + ", ".join(failed))
+
+    def report(self) -> None:
+        """Print every failed run with its traceback, then the list, to stderr (what the scripts show before exit 1)."""
+        for name, error in self.failed.items():
+            print(f"FAILED {name}\n{error}", file=sys.stderr)
+        print(f"{self}; rerun the same command to retry them", file=sys.stderr)
 
 
 def call_key(call: Call) -> str:

@@ -163,7 +163,7 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
         mine = [r for r in rows if r["candidate"] == name and r["seed"] in ROUND1_SEEDS]
         if not mine:
             continue
-        h = [r["scores"]["softmax"]["H"] if "scores" in r else 0.0 for r in mine]
+        h = [_softmax_h(r) for r in mine]
         mean = sum(h) / len(h)
         se = math.sqrt(sum((x - mean) ** 2 for x in h) / (len(h) - 1) / len(h)) if len(h) > 1 else math.nan
         verdicts = [run_verdict(r) for r in mine]
