@@ -13,6 +13,11 @@ from typing import Any
 
 import torch
 
+from izf_lib.precision import BF16_CPU_FLAGS, choose_precision, cpu_flags
+
+SPEED_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "amx_int8",
+                         *BF16_CPU_FLAGS})
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -71,8 +76,12 @@ def environment(device: torch.device) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    flags = cpu_flags()
+    if flags is not None:  # the vector and matrix extensions that decide a CPU's fp32 and bf16 speed
+        env["cpu_flags"] = sorted(f for f in flags if f in SPEED_FLAGS)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    env["precision_auto"] = choose_precision("auto", device).to_dict()
     return env
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import CLASSIFIERS, PRESETS, SELECTION_RULES
 from .experiments.toy import FULL_ITERATIONS, FULL_SEEDS
-from .precision import PRECISIONS
+from .precision import PRECISION_CHOICES
 from .step import CUDA_GRAPH_MODES
 
 CLASSIFIER_CHOICES = (*CLASSIFIERS, "both")
@@ -55,8 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", help="JSON file of IZFConfig overrides")
     tr.add_argument("--selection", choices=SELECTION_RULES, help="epoch selection rule")
     tr.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: only at the end)")
-    tr.add_argument("--precision", choices=PRECISIONS,
-                    help="fp32 (default), bf16 (sub-network matmuls in bfloat16) or tf32 (CUDA); see izf_lib.precision")
+    tr.add_argument("--precision", choices=PRECISION_CHOICES,
+                    help="auto (default, unless --config sets it: bf16 where the hardware has bf16 matrix units and "
+                         "bf16 was measured at parity, tf32 on CUDA, fp32 otherwise; the choice and its reason are "
+                         "printed and kept in results.json), fp32, bf16 (sub-network matmuls in bfloat16) or tf32 "
+                         "(CUDA); see izf_lib.precision")
     tr.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint.pt")
     tr.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                     help="write RUNDIR/checkpoint.pt every N epochs and after the last (default 1)")
@@ -134,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             flags = {"epochs": args.epochs, "seed": args.seed, "selection": args.selection,
                      "eval_every": args.eval_every, "precision": args.precision}
             overrides.update({k: v for k, v in flags.items() if v is not None})
+            overrides.setdefault("precision", "auto")  # the flag's default, below --config
             config = IZFConfig.preset(args.preset, **overrides)
             data = load_xlsa17(args.dataset, args.data_dir, feature_scaling=config.feature_scaling)
             res = fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
                       resume=args.resume, progress=not args.quiet, data_dir=args.data_dir,
                       cuda_graphs=args.cuda_graphs, checkpoint_every=args.checkpoint_every)
-            print(json.dumps({"czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection}, indent=1))
+            print(json.dumps({"czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection,
+                              "precision": res.environment["precision"]}, indent=1))
             print(f"wrote {Path(args.out) / 'results.json'}")
             return 0
         if args.command == "evaluate":

@@ -16,7 +16,7 @@ from typing import Any
 
 from .data import FEATURE_SCALINGS
 from .losses import IMQ_SCALES
-from .precision import PRECISIONS
+from .precision import PRECISION_CHOICES
 
 __all__ = ["IZFConfig", "SELECTION_RULES", "IMMD_FORMS", "BOUNDED_FORMS", "SCALE_BASES", "CLASSIFIERS", "PRESETS"]
 
@@ -80,7 +80,8 @@ class IZFConfig:
     seed: int = 0
     # numerics
     precision: str = "fp32"      # ours: "bf16" autocasts the sub-networks' matmuls, "tf32" (CUDA) TF32 matmuls;
-    #                              log-dets, densities, MMD and sums stay float32 (izf_lib.precision)
+    #                              log-dets, densities, MMD and sums stay float32; "auto" picks one for the machine
+    #                              (the `train` command's default; izf_lib.precision)
 
     def __post_init__(self) -> None:
         self.mmd_scales = tuple(float(s) for s in self.mmd_scales)
@@ -92,8 +93,8 @@ class IZFConfig:
             raise ValueError(f"mmd_scales must be positive numbers, got {self.mmd_scales}")
         if self.selection not in SELECTION_RULES:
             raise ValueError(f"selection must be one of {SELECTION_RULES}, got '{self.selection}'")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got '{self.precision}'")
         if self.feature_scaling not in FEATURE_SCALINGS:
             raise ValueError(f"feature_scaling must be one of {FEATURE_SCALINGS}, got '{self.feature_scaling}'")
         if not self.softmax_unseen_ratio > 0:

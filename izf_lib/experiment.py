@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 import warnings
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .config import CLASSIFIERS, IZFConfig
 from .data import ZSLData, validation_split
 from .evaluation import evaluation_generator, score, score_benchmark
 from .model import IZF
+from .precision import choose_precision
 from .train import resolve_device, train_model
 
 __all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "select_epochs", "fit"]
@@ -143,7 +145,9 @@ def fit(
 ) -> RunResult:
     """Train, evaluate and select as ``config.selection`` says; writes ``out_dir/results.json``.
 
-    ``cuda_graphs`` and ``checkpoint_every`` are passed to :func:`~izf_lib.train.train_model`.
+    ``cuda_graphs`` and ``checkpoint_every`` are passed to :func:`~izf_lib.train.train_model`. A
+    ``config.precision`` of "auto" is resolved for the device first (:func:`~izf_lib.precision.choose_precision`);
+    ``results.json`` records the resolved config, and the choice with its reason under ``environment``.
     """
     if data.feature_scaling != config.feature_scaling:
         raise ValueError(f"{data.name} was loaded with feature_scaling '{data.feature_scaling}' but the config asks "
@@ -152,6 +156,10 @@ def fit(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
+    precision = choose_precision(config.precision, dev)
+    config = replace(config, precision=precision.precision)
+    if progress and precision.requested == "auto":
+        print(f"{data.name}: {precision}", file=sys.stderr)
     meta = {"dataset": data.name, "data_dir": data_dir, "classifiers": list(classifiers)}
     t_start = time.perf_counter()
 
@@ -197,7 +205,7 @@ def fit(
             "total_seconds": time.perf_counter() - t_start,
         },
         environment={"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
-                     "threads": torch.get_num_threads(),
+                     "threads": torch.get_num_threads(), "precision": precision.to_dict(),
                      "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
                      **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {})},
         collapse=collapse_summary(history),

@@ -9,22 +9,140 @@
           sub-networks, whose outputs need not be invertible, lose precision. Parameters,
           optimiser state and checkpoints stay float32.
 ``tf32``  float32 storage with TF32 tensor-core matrix products (CUDA only; on a CPU it is fp32).
+``auto``  one of the above for the machine (:func:`choose_precision`): bf16 only where the hardware has
+          bf16 matrix units *and* bf16 was measured both faster and within the fp32 seed spread on that
+          kind of device (:data:`BF16_MEASURED`), tf32 on CUDA devices with TF32 tensor cores, fp32
+          otherwise. The choice and its reason are recorded in ``results.json``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast_dtype", "matmul_precision"]
+__all__ = ["PRECISIONS", "PRECISION_CHOICES", "BF16_CPU_FLAGS", "BF16_MEASURED", "PrecisionChoice", "cpu_flags",
+           "choose_precision", "autocast_dtype", "matmul_precision"]
 
-PRECISIONS = ("fp32", "bf16", "tf32")
+PRECISIONS = ("fp32", "bf16", "tf32")  # the policies a model runs under
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a user may ask for; "auto" is resolved by choose_precision
+
+# x86 CPU flags (as /proc/cpuinfo spells them) of bf16 matrix units: AMX tiles (Intel Sapphire Rapids and later)
+# and AVX512-BF16 dot products (Intel Cooper Lake and later, AMD Zen 4 and later). Without them bf16 matmuls are
+# emulated and far slower than fp32.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# Where "auto" may pick bf16: device kinds on which bf16 was measured both faster than the alternative and within
+# the fp32 seed spread (benchmarks/train_step.py, benchmarks/precision_parity.py). CPU: 2.0x fp32 on a Xeon with AMX,
+# but no parity table measured on a CPU yet. CUDA: at parity on an H200, but its graphed step no faster than tf32.
+BF16_MEASURED: dict[str, bool] = {"cpu": False, "cuda": False}
+# oneDNN (which runs PyTorch's bf16 CPU matmuls) can be capped below its bf16 code by ONEDNN_MAX_CPU_ISA; caps whose
+# name has none of these markers leave the bf16 units unused.
+_BF16_ISA_MARKERS = ("BF16", "AMX", "AVX10", "ALL", "DEFAULT")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run uses, what was asked for, and why (recorded in ``results.json``)."""
+
+    requested: str
+    precision: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"precision {self.precision} ({'auto: ' if self.requested == 'auto' else ''}{self.reason})"
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The CPU's feature flags from ``cpuinfo`` (Linux: its ``flags`` or ``Features`` line); None if unreadable."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
+def _onednn_cap(environ: Mapping[str, str]) -> str | None:
+    """The ONEDNN_MAX_CPU_ISA (or older DNNL_MAX_CPU_ISA) setting when it keeps oneDNN from bf16 code, else None."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = environ.get(name, "").strip().upper()
+        if value and not any(m in value for m in _BF16_ISA_MARKERS):
+            return f"{name}={value}"
+    return None
+
+
+def choose_precision(requested: str, device: str | torch.device, *, flags: Iterable[str] | None = None,
+                     cpuinfo: str | os.PathLike = "/proc/cpuinfo", cuda_capability: tuple[int, int] | None = None,
+                     environ: Mapping[str, str] | None = None) -> PrecisionChoice:
+    """Resolve ``requested`` (one of :data:`PRECISION_CHOICES`) for ``device``, with the reason.
+
+    ``flags`` (the CPU's; default read from ``cpuinfo``), ``cuda_capability`` (default the device's) and
+    ``environ`` (default ``os.environ``) are parameters so that the rule can be checked without the hardware.
+    """
+    if requested not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got '{requested}'")
+    device = torch.device(device)
+    environ = os.environ if environ is None else environ
+    if device.type == "cuda":
+        major, minor = cuda_capability or torch.cuda.get_device_capability(device)
+        if requested != "auto":
+            return PrecisionChoice(requested, requested, "asked for")
+        if major < 8:
+            return PrecisionChoice("auto", "fp32", f"CUDA compute capability {major}.{minor} has no TF32 or bf16 "
+                                                   "tensor cores (8.0 and later have)")
+        if BF16_MEASURED["cuda"]:
+            return PrecisionChoice("auto", "bf16", f"bf16 tensor cores (compute capability {major}.{minor}); bf16 "
+                                                   "measured faster than tf32 and at parity with fp32")
+        return PrecisionChoice("auto", "tf32", f"TF32 tensor cores (compute capability {major}.{minor}); bf16 was "
+                                               "measured no faster than tf32 for IZF's training step on an H200")
+    if device.type != "cpu":
+        if requested == "auto":
+            return PrecisionChoice("auto", "fp32", f"no rule for {device.type} devices: the reference precision")
+        return PrecisionChoice(requested, requested, "asked for")
+    flags = cpu_flags(cpuinfo) if flags is None else frozenset(flags)
+    units = [f for f in BF16_CPU_FLAGS if flags and f in flags]
+    if requested != "auto":
+        why = "asked for"
+        if requested == "tf32":
+            why += "; on a CPU it is fp32"
+        elif requested == "bf16" and flags is not None and not units:
+            why += (f"; this CPU has no bf16 matrix units (none of {', '.join(BF16_CPU_FLAGS)} among its flags), "
+                    "so its bf16 matmuls are emulated and much slower than fp32")
+        return PrecisionChoice(requested, requested, why)
+    if flags is None:
+        return PrecisionChoice("auto", "fp32", "the CPU's flags could not be read (/proc/cpuinfo), so no bf16 "
+                                               "matrix units are known")
+    if not units:
+        return PrecisionChoice("auto", "fp32", f"this CPU has no bf16 matrix units (none of "
+                                               f"{', '.join(BF16_CPU_FLAGS)} among its flags): bf16 matmuls would be "
+                                               "emulated, much slower than fp32")
+    cap = _onednn_cap(environ)
+    if cap:
+        return PrecisionChoice("auto", "fp32", f"this CPU has {', '.join(units)}, but {cap} keeps oneDNN from "
+                                               "its bf16 code")
+    if not BF16_MEASURED["cpu"]:
+        return PrecisionChoice("auto", "fp32", f"this CPU has bf16 matrix units ({', '.join(units)}), but bf16's "
+                                               "accuracy parity with fp32 has not been measured on a CPU "
+                                               "(benchmarks/precision_parity.py); --precision bf16 uses them anyway")
+    return PrecisionChoice("auto", "bf16", f"bf16 matrix units ({', '.join(units)}); bf16 measured faster than "
+                                           "fp32 on such a CPU and within the fp32 seed spread")
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of the sub-networks under ``precision`` (None: no autocast)."""
+    if precision == "auto":
+        raise ValueError("precision 'auto' names no policy until it is resolved for a device: "
+                         "izf_lib.precision.choose_precision (izf_lib.experiment.fit resolves it)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
     return torch.bfloat16 if precision == "bf16" else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from izf_lib import precision
 from izf_lib.config import IZFConfig
 from izf_lib.data import load_xlsa17
 from izf_lib.experiment import fit
@@ -70,3 +72,87 @@ def test_bf16_training_reaches_the_accuracy_of_fp32(synthetic_dir: Path, tmp_pat
 # Measured on this surrogate (seeds 0, 1, 2; CPU): the largest bf16-fp32 gap in T1 or H of either classifier
 # was 2.65 points (IZF-Softmax T1, seed 0), against a seed-to-seed spread of fp32 T1 of 18 points. Twice that:
 TOLERANCE = 5.0  # percentage points
+
+
+# The flags lines of a few CPUs, as /proc/cpuinfo prints them: the first in full (an AMD EPYC, Zen 3, AVX2 only),
+# the others abridged to their SIMD and matrix flags.
+CPUINFO = {
+    "zen3_avx2": "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht "
+                 "syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm constant_tsc rep_good nopl xtopology nonstop_tsc cpuid "
+                 "extd_apicid tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt "
+                 "tsc_deadline_timer aes xsave avx f16c rdrand hypervisor lahf_lm cmp_legacy cr8_legacy abm sse4a "
+                 "misalignsse 3dnowprefetch osvw topoext ssbd ibrs ibpb stibp vmmcall fsgsbase tsc_adjust bmi1 avx2 "
+                 "smep bmi2 erms invpcid rdseed adx smap clflushopt clwb sha_ni xsaveopt xsavec xgetbv1 xsaves clzero "
+                 "xsaveerptr wbnoinvd arat umip pku ospke vaes vpclmulqdq rdpid fsrm",
+    "skylake_avx512": "sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl",
+    "zen4_avx512_bf16": "sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl "
+                        "avx512_bf16 avx512vbmi avx512_vnni avx512_bitalg avx512_vpopcntdq",
+    "sapphire_rapids_amx": "sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl "
+                           "avx512_bf16 avx512_vnni amx_bf16 avx512_fp16 amx_tile amx_int8",
+}
+
+
+def _cpuinfo(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.cpuinfo"
+    path.write_text(f"processor\t: 0\nvendor_id\t: x\nflags\t\t: {CPUINFO[name]}\n\nprocessor\t: 1\n")
+    return path
+
+
+@pytest.mark.parametrize(("cpu", "measured", "expected"), [
+    ("zen3_avx2", True, "fp32"), ("skylake_avx512", True, "fp32"),  # no bf16 units: fp32 even if bf16 paid elsewhere
+    ("zen4_avx512_bf16", True, "bf16"), ("sapphire_rapids_amx", True, "bf16"),
+    ("zen4_avx512_bf16", False, "fp32"), ("sapphire_rapids_amx", False, "fp32"),  # units, but no parity measured
+])
+def test_auto_precision_on_a_cpu_follows_its_bf16_units_and_the_measurements(
+        monkeypatch: pytest.MonkeyPatch, cpu: str, measured: bool, expected: str) -> None:
+    monkeypatch.setitem(precision.BF16_MEASURED, "cpu", measured)
+    choice = precision.choose_precision("auto", "cpu", flags=CPUINFO[cpu].split(), environ={})
+    assert (choice.requested, choice.precision) == ("auto", expected)
+    if cpu in ("zen3_avx2", "skylake_avx512"):
+        assert "no bf16 matrix units" in choice.reason and "avx512_bf16" in choice.reason
+    elif not measured:
+        assert "not been measured" in choice.reason and "avx512_bf16" in choice.reason
+    assert expected in str(choice) and "auto: " in str(choice)
+
+
+def test_auto_precision_respects_a_onednn_cap_and_unreadable_flags(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(precision.BF16_MEASURED, "cpu", True)
+    amx = _cpuinfo(tmp_path, "sapphire_rapids_amx")
+    capped = precision.choose_precision("auto", "cpu", cpuinfo=amx, environ={"ONEDNN_MAX_CPU_ISA": "avx2"})
+    assert capped.precision == "fp32" and "ONEDNN_MAX_CPU_ISA=AVX2" in capped.reason
+    for isa in ("AVX512_CORE_AMX", "AVX512_CORE_BF16", "ALL"):  # caps that keep the bf16 code
+        assert precision.choose_precision("auto", "cpu", cpuinfo=amx,
+                                          environ={"ONEDNN_MAX_CPU_ISA": isa}).precision == "bf16", isa
+    missing = precision.choose_precision("auto", "cpu", cpuinfo=tmp_path / "absent", environ={})
+    assert missing.precision == "fp32" and "could not be read" in missing.reason
+    assert precision.cpu_flags(tmp_path / "absent") is None
+    assert "amx_bf16" in precision.cpu_flags(amx) and "avx2" in precision.cpu_flags(amx)
+
+
+def test_auto_precision_on_cuda_and_explicit_requests(tmp_path: Path) -> None:
+    cuda = torch.device("cuda")
+    assert precision.choose_precision("auto", cuda, cuda_capability=(9, 0)).precision == "tf32"  # H100, H200
+    assert precision.choose_precision("auto", cuda, cuda_capability=(8, 0)).precision == "tf32"  # A100
+    old = precision.choose_precision("auto", cuda, cuda_capability=(7, 0))  # V100: no TF32
+    assert old.precision == "fp32" and "7.0" in old.reason
+    avx2 = _cpuinfo(tmp_path, "zen3_avx2")
+    asked = precision.choose_precision("bf16", "cpu", cpuinfo=avx2)  # asked for is kept, with the warning in reason
+    assert (asked.requested, asked.precision) == ("bf16", "bf16") and "much slower" in asked.reason
+    assert precision.choose_precision("tf32", "cpu", cpuinfo=avx2).reason == "asked for; on a CPU it is fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.choose_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="resolved for a device"):
+        autocast_dtype("auto")
+    assert IZFConfig(precision="auto").precision == "auto"  # a config may ask; fit resolves it
+
+
+def test_fit_resolves_auto_and_records_the_choice(synthetic_dir: Path, tmp_path: Path) -> None:
+    data = load_xlsa17("SYN", synthetic_dir)
+    cfg = IZFConfig(hidden=16, epochs=1, batch_size=64, eval_every=0, softmax_steps=5, precision="auto")
+    res = fit(data, cfg, tmp_path, device="cpu", progress=False)
+    expected = precision.choose_precision("auto", "cpu")
+    assert res.config["precision"] == expected.precision in precision.PRECISIONS
+    assert res.environment["precision"] == expected.to_dict()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["environment"]["precision"]["requested"] == "auto"

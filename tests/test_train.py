@@ -149,6 +149,8 @@ def test_command_line_prepare_train_evaluate(tmp_path: Path, capsys: pytest.Capt
                  "--config", str(cfg), "--classifier", "both", "--quiet"]) == 0
     res = json.loads((run / "results.json").read_text())
     assert res["config"]["hidden"] == 32 and res["config"]["epochs"] == 2
+    assert res["environment"]["precision"]["requested"] == "auto"  # the flag's default, resolved and recorded
+    assert res["config"]["precision"] == res["environment"]["precision"]["precision"]
     assert {"nbc", "softmax"} <= set(res["czsl"]) and {"U", "S", "H"} == set(res["gzsl"]["nbc"])
     assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--device", "cpu"]) == 0
     ev = json.loads((run / "evaluation.json").read_text())
