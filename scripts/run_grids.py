@@ -21,7 +21,8 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
             the chosen form on the held-out surrogates
   at_scale  (only when named) the defaults on 2048-d surrogates of AWA1, CUB and SUN shapes, 3 seeds x 100 epochs,
             beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 (full size) wants a GPU,
-            --device cuda --jobs 1 there; on a CPU pass a smaller --scale
+            --device cuda --jobs 1 there; on a CPU pass a smaller --scale; --shapes and --seeds N take a subset
+            (each run gets cpu_count // jobs threads: 2048-d products gain from them)
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0,
                    help="at_scale: the surrogates' size against the benchmark's (1: full size; on a CPU, e.g. 0.1)")
     p.add_argument("--device", default="auto", help="at_scale: where to train (auto: CUDA when present)")
+    p.add_argument("--shapes", nargs="+", choices=at_scale.SHAPES, default=list(at_scale.SHAPES),
+                   help="at_scale: the benchmark shapes to train (default: all)")
+    p.add_argument("--seeds", type=int, default=3, help="at_scale: seeds 0 .. N-1 (default 3)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
     add_engine_arguments(p)
@@ -145,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         claim_folder(out / "at_scale")
         scale_root = Path(tempfile.mkdtemp(prefix="izf_surrogates_")) if smoke else ROOT / "runs" / "data" / "at_scale"
         calls += at_scale.at_scale_calls(out / "at_scale", scale=0.02 if smoke else args.scale,
-                                         seeds=range(1 if smoke else 3), epochs=1 if smoke else 100,
+                                         seeds=range(1 if smoke else args.seeds), epochs=1 if smoke else 100,
                                          data_root=scale_root, device=args.device,
-                                         shapes=("AWA1",) if smoke else at_scale.SHAPES,
-                                         extra={"softmax_steps": 5, "hidden": 16} if smoke else None)
+                                         shapes=("AWA1",) if smoke else tuple(args.shapes),
+                                         extra={"softmax_steps": 5, "hidden": 16} if smoke else None,
+                                         threads=max(1, (os.cpu_count() or 1) // args.jobs))
         writers.append(lambda: at_scale.write_at_scale_csv(out / "at_scale"))
     if "oracle" in args.only:
         claim_folder(out / "oracle")
