@@ -42,6 +42,8 @@ BF16_MEASURED: dict[str, bool] = {"cpu": False, "cuda": False}
 # oneDNN (which runs PyTorch's bf16 CPU matmuls) can be capped below its bf16 code by ONEDNN_MAX_CPU_ISA; caps whose
 # name has none of these markers leave the bf16 units unused.
 _BF16_ISA_MARKERS = ("BF16", "AMX", "AVX10", "ALL", "DEFAULT")
+_NO_UNITS = (f"this CPU has no bf16 matrix units (none of {', '.join(BF16_CPU_FLAGS)} among its flags): bf16 matmuls "
+             "would be emulated, much slower than fp32")
 
 
 @dataclass(frozen=True)
@@ -116,16 +118,13 @@ def choose_precision(requested: str, device: str | torch.device, *, flags: Itera
         if requested == "tf32":
             why += "; on a CPU it is fp32"
         elif requested == "bf16" and flags is not None and not units:
-            why += (f"; this CPU has no bf16 matrix units (none of {', '.join(BF16_CPU_FLAGS)} among its flags), "
-                    "so its bf16 matmuls are emulated and much slower than fp32")
+            why += f"; {_NO_UNITS}"
         return PrecisionChoice(requested, requested, why)
     if flags is None:
         return PrecisionChoice("auto", "fp32", "the CPU's flags could not be read (/proc/cpuinfo), so no bf16 "
                                                "matrix units are known")
     if not units:
-        return PrecisionChoice("auto", "fp32", f"this CPU has no bf16 matrix units (none of "
-                                               f"{', '.join(BF16_CPU_FLAGS)} among its flags): bf16 matmuls would be "
-                                               "emulated, much slower than fp32")
+        return PrecisionChoice("auto", "fp32", _NO_UNITS)
     cap = _onednn_cap(environ)
     if cap:
         return PrecisionChoice("auto", "fp32", f"this CPU has {', '.join(units)}, but {cap} keeps oneDNN from "
