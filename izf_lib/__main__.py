@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import CLASSIFIERS, PRESETS, SELECTION_RULES
+from .config import CLASSIFIERS, DEFAULT_PRESET, PRESETS, SELECTION_RULES
 from .experiments.toy import FULL_ITERATIONS, FULL_SEEDS
 from .precision import PRECISION_CHOICES
 from .step import CUDA_GRAPH_MODES
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    tr.add_argument("--preset", choices=sorted(PRESETS), default="full",
+    tr.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                     help="named profile of settings (izf_lib.config.PRESETS); --config and the flags below override it")
     tr.add_argument("--config", help="JSON file of IZFConfig overrides")
     tr.add_argument("--selection", choices=SELECTION_RULES, help="epoch selection rule")
@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--repeats", type=int, default=1, help="training seeds per fold and trial (default 1)")
     tu.add_argument("--seeded-folds", type=int, default=3,
                     help="seeded class splits to use when the dataset has no usable xlsa17 fold (default 3)")
-    tu.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="settings the trials start from")
+    tu.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                    help=f"settings the trials start from; trial 0 (default '{DEFAULT_PRESET}': what train runs) is "
+                         "kept unless beaten; 'quick' trials cost about 3x less, but then trial 0 is not train's run")
     tu.add_argument("--classifier", choices=CLASSIFIERS, default="softmax", help="whose validation scores count")
     tu.add_argument("--space", help="JSON file {setting: [values]} replacing izf_lib.tune.SEARCH_SPACE")
     tu.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,8 @@ from .data import FEATURE_SCALINGS
 from .losses import IMQ_SCALES
 from .precision import PRECISION_CHOICES
 
-__all__ = ["IZFConfig", "SELECTION_RULES", "IMMD_FORMS", "BOUNDED_FORMS", "SCALE_BASES", "CLASSIFIERS", "PRESETS"]
+__all__ = ["IZFConfig", "DEFAULT_PRESET", "SELECTION_RULES", "IMMD_FORMS", "BOUNDED_FORMS", "SCALE_BASES",
+           "CLASSIFIERS", "PRESETS"]
 
 SELECTION_RULES = ("final", "val", "best_test")
 # The forms of L_iMMD (izf_lib.losses.immd_from_terms). "neg_mmd2_biased" is the development code's
@@ -38,6 +39,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {},  # the defaults: the supplementary's schedule (100 epochs, a classifier every 5)
     "quick": {"epochs": 30, "eval_every": 10, "softmax_steps": 500},  # ours: CPU and CI runs
 }
+# What `train` runs without --preset, and so what `tune` starts from: its trial 0, kept unless beaten, is then
+# exactly the run `train` would do, so tuning cannot end worse than not tuning (beyond the selection noise).
+DEFAULT_PRESET = "full"
 
 
 @dataclass

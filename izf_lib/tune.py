@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import CLASSIFIERS, PRESETS, IZFConfig
+from .config import CLASSIFIERS, DEFAULT_PRESET, PRESETS, IZFConfig
 from .data import DataError, ZSLData, load_xlsa17, validation_split
 from .evaluation import evaluation_generator, score
 from .experiment import write_text_atomic
 from .rng import STREAM_TUNE, stream_seed
 from .train import resolve_device, train_model
 
-__all__ = ["SEARCH_SPACE", "MIN_VAL_CLASSES", "SELECTION_RULE", "seeded_class_fold", "choose_trial", "tune"]
+__all__ = ["SEARCH_SPACE", "MIN_VAL_CLASSES", "SELECTION_RULE", "seeded_class_fold", "choose_trial", "chosen_config",
+           "tune"]
 
 # ours: a small space around the defaults, each axis one the ablation chapter measures
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -85,6 +86,17 @@ def choose_trial(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[st
                           f"evaluations), not more than {SE_MARGIN:g} s.e.: the preset is kept")
 
 
+def chosen_config(preset: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The settings ``train --config`` gets: the preset with the chosen trial's overrides and nothing else.
+
+    With no overrides (the preset kept) this is exactly ``train --preset PRESET``, so the same seed gives the
+    same run as not tuning at all; the trials' own ``eval_every = 0`` (they need only final scores) stays out.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}'; choose from {sorted(PRESETS)}")
+    return {**PRESETS[preset], **params}
+
+
 def seeded_class_fold(data: ZSLData, seed: int, share: float = 0.25) -> tuple[list[str], list[str]]:
     """A validation fold for a dataset without usable xlsa17 folds: ``share`` of the seen classes (at
     least 2, at most all but 2) drawn with ``seed`` become pseudo-unseen; returns (train, val) names."""
@@ -121,7 +133,7 @@ def tune(
     data_dir: str | None,
     out_dir: str | Path,
     *,
-    preset: str = "quick",
+    preset: str = DEFAULT_PRESET,
     trials: int = 16,
     budget_minutes: float = 12.0,
     fold: int | None = None,
@@ -215,7 +227,7 @@ def tune(
         bar.set_postfix_str(f"best trial {best['trial']}: {best['objective']:.1f}")
         write_text_atomic(out / "trials.json", json.dumps(records, indent=1))
     best, chosen_record, reason = choose_trial(records)
-    chosen = {**PRESETS[preset], "eval_every": 0, **chosen_record["params"]}
+    chosen = chosen_config(preset, chosen_record["params"])
     IZFConfig.from_dict(chosen)  # a chosen config always loads
     write_text_atomic(out / "chosen_config.json", json.dumps(chosen, indent=1) + "\n")
     summary = {

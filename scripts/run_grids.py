@@ -13,8 +13,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
   ablation_splits  the settings in ablation.SPLIT_SETTINGS on the 9 other splits of ablation.SPLIT_SUBSET x 3 seeds
   diagnosis  IZF (quick) and the Gaussian generator on ablation.SPLIT_SUBSET x 3 seeds: scores and where each
             puts the unseen class means (izf_lib.experiments.diagnosis); again for IZF without iMMD
-  tuned     `tune` on each split of ablation.SPLIT_SUBSET (its own seen classes only; 16 trials, one thread
-            each, its time in tunes.csv), then each split's chosen settings x 3 seeds beside the baselines
+  tuned     `tune` on each split of ablation.SPLIT_SUBSET (its own seen classes only, 3 seeded folds; 16 trials,
+            --tune-trials N fewer; one thread each, its time in tunes.csv), then each split's chosen settings x 3
+            seeds beside the baselines
   gan       supplementary 4.2's CGAN + iMMD (the toy's trainer) on DIGITS, beta in {0.1, 0} x 3 seeds x 1000 iterations
   immd_forms  the forms of L_iMMD of izf_lib.experiments.immd_forms on its surrogates, 1 seed x 100 epochs (round
             1), round 1's choice and the hinge x 2 seeds (round 2), the declared rules' choice (choice.json), and
@@ -63,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", choices=at_scale.SHAPES, default=list(at_scale.SHAPES),
                    help="at_scale: the benchmark shapes to train (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="at_scale: seeds 0 .. N-1 (default 3)")
+    p.add_argument("--tune-trials", type=int, default=16,
+                   help="tuned: trials per split's tune (default 16; trial 0 is the preset, each trial 3 folds)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
     add_engine_arguments(p)
     args = p.parse_args(argv)
+    if args.tune_trials < 1:
+        p.error(f"--tune-trials must be >= 1, got {args.tune_trials}")
     settings = settings_from_args(args)
 
     ran = [0]  # every run of this command, the main pool's and those of the writers (tunes, round 2, held out)
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if "tuned" in args.only:  # every split's tune first: its runs need the chosen settings
         claim_folder(out / "tuned")
         splits = ablation.SPLIT_SUBSET[:2] if smoke else ablation.SPLIT_SUBSET
-        run_jobs(ablation.tune_calls(out / "tuned", splits, trials=2 if smoke else 16), args.jobs, desc="tunes")
+        run_jobs(ablation.tune_calls(out / "tuned", splits, trials=2 if smoke else args.tune_trials), args.jobs,
+                 desc="tunes")
         calls = ablation.tuned_calls(out / "tuned", splits, range(1 if smoke else 3)) + calls
         writers.append(lambda: ablation.write_tuned_csv(out / "tuned"))
     where = f"{args.jobs} workers" if args.engine == "local" else f"submitit jobs in {settings.folder}"

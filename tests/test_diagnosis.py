@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -78,7 +81,9 @@ def test_tuned_grid_tunes_each_split_first_and_resumes_from_its_files(tmp_path) 
         (tmp_path / folder / "chosen_config.json").write_text('{"lambda_immd": 0.0}')
         (tmp_path / folder / "tune_summary.json").write_text(json.dumps(
             {"trials_run": 16, "seconds": 1.0, "threads": 1, "chosen_trial": 3, "chosen_objective": objective,
-             "validation_classes": ["digit_1", "digit_8"], "chosen_params": {"lambda_immd": 0.0}}))
+             "validation_classes": ["digit_1", "digit_8"], "chosen_params": {"lambda_immd": 0.0},
+             "evaluations_per_trial": 3, "best_trial": 3, "best_objective": objective, "chosen_objective_se": 1.0,
+             "reason": "trial 3 beats the preset"}))
     assert tune_calls(tmp_path, splits) == []
     with pytest.raises(FileNotFoundError, match="no tuned runs"):
         write_tuned_csv(tmp_path)
@@ -93,6 +98,7 @@ def test_tuned_grid_tunes_each_split_first_and_resumes_from_its_files(tmp_path) 
     write_tuned_csv(tmp_path)
     tunes = pd.read_csv(tmp_path / "tunes.csv", dtype={"split": str})
     assert tunes["split"].tolist() == ["3-6-9", other] and tunes["chosen_objective"].tolist() == [50.0, 40.0]
+    assert tunes["reason"].tolist() == ["trial 3 beats the preset"] * 2 and tunes["best_trial"].tolist() == [3, 3]
     assert tunes["lambda_immd"].tolist() == [0.0, 0.0] and tunes["hidden"].tolist() == [1024, 1024]  # + defaults
     runs = pd.read_csv(tmp_path / "tuned_runs.csv", dtype={"split": str})
     assert runs["split"].tolist() == ["3-6-9", other]
@@ -105,3 +111,11 @@ def test_diagnosis_of_a_setting_checks_its_overrides_and_passes_them_to_every_ru
         (sp, k, {"lambda_immd": 0.0}) for sp in SPLIT_SUBSET[:2] for k in (0, 1)]
     with pytest.raises(ValueError, match="unknown IZF config keys \\['lambda_mmd'\\]"):
         diagnosis_calls(tmp_path, SPLIT_SUBSET[:1], [0], overrides={"lambda_mmd": 0.0})
+
+
+def test_run_grids_refuses_a_tune_without_trials(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_grids.py"
+    cmd = [sys.executable, str(script), "--only", "tuned", "--tune-trials", "0", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--tune-trials must be >= 1, got 0" in done.stderr
+    assert not any(tmp_path.iterdir())  # refused before any folder is claimed

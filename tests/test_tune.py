@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 
 import pytest
 import torch
 
 import izf_lib.tune as tune_module
-from izf_lib.__main__ import main
-from izf_lib.config import IZFConfig
+from izf_lib.__main__ import _parser, main
+from izf_lib.config import DEFAULT_PRESET, PRESETS, IZFConfig
 from izf_lib.data import DataError, load_xlsa17
 from izf_lib.prepare import prepare_digits
 
@@ -36,9 +37,11 @@ def _poisoned(*args, **kwargs):
 
 @pytest.mark.slow
 def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, tmp_path, monkeypatch) -> None:
-    clean = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "a", trials=3, space=TINY_SPACE, progress=False)
+    clean = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "a", preset="quick", trials=3, space=TINY_SPACE,
+                             progress=False)
     monkeypatch.setattr(tune_module, "load_xlsa17", _poisoned)
-    poisoned = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "b", trials=3, space=TINY_SPACE, progress=False)
+    poisoned = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "b", preset="quick", trials=3, space=TINY_SPACE,
+                                progress=False)
     a = json.loads((tmp_path / "a" / "trials.json").read_text())
     b = json.loads((tmp_path / "b" / "trials.json").read_text())
     assert [e["val"] for r in a for e in r["evaluations"]] == [e["val"] for r in b for e in r["evaluations"]]
@@ -47,7 +50,26 @@ def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, t
     assert a[0]["params"] == {}  # trial 0 is the preset itself
     assert len(clean["validation_classes"]) >= tune_module.MIN_VAL_CLASSES
     chosen = IZFConfig.overrides_from_file(tmp_path / "a" / "chosen_config.json")
-    assert {k: chosen[k] for k in clean["chosen_params"]} == clean["chosen_params"]
+    assert chosen == tune_module.chosen_config("quick", clean["chosen_params"])
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_kept_preset_is_exactly_the_run_train_does(preset) -> None:
+    # chosen_config.json when no trial beats the preset: train --config gives train --preset's run, bit for bit
+    assert IZFConfig.from_dict(tune_module.chosen_config(preset, {})) == IZFConfig.preset(preset)
+    overrides = {"hidden": 256, "lambda_immd": 0.0}
+    assert IZFConfig.from_dict(tune_module.chosen_config(preset, overrides)) == IZFConfig.preset(preset, **overrides)
+    with pytest.raises(ValueError, match="unknown preset 'paper'"):
+        tune_module.chosen_config("paper", {})
+
+
+def test_tune_starts_from_the_preset_train_runs() -> None:
+    # so that `tune` then `train --config chosen_config.json` can only lose to `train` by the selection noise
+    parser = _parser()
+    train = parser.parse_args(["train", "--dataset", "D", "--out", "o"])
+    tune = parser.parse_args(["tune", "--dataset", "D", "--out", "o"])
+    assert train.preset == tune.preset == DEFAULT_PRESET
+    assert inspect.signature(tune_module.tune).parameters["preset"].default == DEFAULT_PRESET
 
 
 def test_train_runs_with_the_chosen_config(digits_dir, tmp_path) -> None:
@@ -91,8 +113,8 @@ def test_choose_trial_keeps_the_preset_unless_beaten_beyond_the_noise(preset, ot
 
 @pytest.mark.slow
 def test_every_trial_is_scored_on_every_fold(digits_dir, tmp_path) -> None:
-    summary = tune_module.tune("DIGITS", str(digits_dir), tmp_path, trials=2, space=TINY_SPACE, progress=False,
-                               seeded_folds=2, repeats=2)
+    summary = tune_module.tune("DIGITS", str(digits_dir), tmp_path, preset="quick", trials=2, space=TINY_SPACE,
+                               progress=False, seeded_folds=2, repeats=2)
     trials = json.loads((tmp_path / "trials.json").read_text())
     assert summary["evaluations_per_trial"] == 4 and all(len(t["evaluations"]) == 4 for t in trials)
     assert len({e["fold"] for e in trials[0]["evaluations"]}) == 2  # two different class splits

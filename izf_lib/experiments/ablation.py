@@ -187,13 +187,15 @@ def _tuned_diagnosis(out: Path, split: Sequence[int], seed: int) -> Path:
 
 
 def _tune_job(job: tuple[tuple[int, ...], str, int]) -> str:
-    """``tune`` on one split's seen classes (its own seeded validation fold), every trial run whatever the time."""
+    """``tune`` on one split's seen classes (its own seeded validation folds), from the ablations' preset (their
+    defaults are what the tuned runs are paired with), every trial run whatever the time."""
     from ..tune import tune
 
     split, out_dir, trials = job
     with tempfile.TemporaryDirectory() as tmp:
         prepare_digits(tmp, unseen=split, seed=0)
-        tune("DIGITS", tmp, _tune_dir(Path(out_dir), split), trials=trials, budget_minutes=math.inf, progress=False)
+        tune("DIGITS", tmp, _tune_dir(Path(out_dir), split), preset=ABLATION_PRESET, trials=trials,
+             budget_minutes=math.inf, progress=False)
     return f"tune {split_name(split)}"
 
 
@@ -205,7 +207,7 @@ def _tuned_job(job: tuple[tuple[int, ...], int, str]) -> str:
     split, seed, out_dir = job
     out = Path(out_dir)
     chosen = IZFConfig.overrides_from_file(_tune_dir(out, split) / "chosen_config.json")
-    config = IZFConfig.from_dict({**chosen, "seed": int(seed)})
+    config = IZFConfig.from_dict({**chosen, "seed": int(seed), "eval_every": 0})  # only final scores are read
     data = digits_split_data(split, config.feature_scaling)
     with tempfile.TemporaryDirectory() as run_dir:
         rows = run_digits_split(tuple(split), config, run_dir, data=data)
@@ -252,8 +254,10 @@ def write_tuned_csv(out_dir: str | Path) -> Path:
         split = default if path.parent.name == "tune" else path.parent.name.removeprefix("tune_")
         chosen = IZFConfig.from_file(path.parent / "chosen_config.json")
         tunes.append({"split": split, "trials_run": s["trials_run"], "seconds": round(s["seconds"], 1),
-                      "threads": s["threads"], "chosen_trial": s["chosen_trial"],
-                      "chosen_objective": s["chosen_objective"],
+                      "threads": s["threads"], "evaluations_per_trial": s["evaluations_per_trial"],
+                      "best_trial": s["best_trial"], "best_objective": s["best_objective"],
+                      "chosen_trial": s["chosen_trial"], "chosen_objective": s["chosen_objective"],
+                      "chosen_objective_se": s["chosen_objective_se"], "reason": s["reason"],
                       "validation_classes": " ".join(s["validation_classes"]),
                       **{k: getattr(chosen, k) for k in SEARCH_SPACE}})
     tunes.sort(key=lambda r: (r["split"] != default, r["split"]))
