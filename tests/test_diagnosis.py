@@ -81,7 +81,8 @@ def test_tuned_grid_tunes_each_split_first_and_resumes_from_its_files(tmp_path) 
         (tmp_path / folder / "chosen_config.json").write_text('{"lambda_immd": 0.0}')
         (tmp_path / folder / "tune_summary.json").write_text(json.dumps(
             {"trials_run": 16, "seconds": 1.0, "threads": 1, "chosen_trial": 3, "chosen_objective": objective,
-             "validation_classes": ["digit_1", "digit_8"], "chosen_params": {"lambda_immd": 0.0},
+             "validation_classes": [["digit_1", "digit_8"], ["digit_0", "digit_4"]],
+             "chosen_params": {"lambda_immd": 0.0},
              "evaluations_per_trial": 3, "best_trial": 3, "best_objective": objective, "chosen_objective_se": 1.0,
              "reason": "trial 3 beats the preset"}))
     assert tune_calls(tmp_path, splits) == []
@@ -98,6 +99,7 @@ def test_tuned_grid_tunes_each_split_first_and_resumes_from_its_files(tmp_path) 
     write_tuned_csv(tmp_path)
     tunes = pd.read_csv(tmp_path / "tunes.csv", dtype={"split": str})
     assert tunes["split"].tolist() == ["3-6-9", other] and tunes["chosen_objective"].tolist() == [50.0, 40.0]
+    assert tunes["validation_classes"].tolist() == ["digit_1 digit_8 | digit_0 digit_4"] * 2  # one group per fold
     assert tunes["reason"].tolist() == ["trial 3 beats the preset"] * 2 and tunes["best_trial"].tolist() == [3, 3]
     assert tunes["lambda_immd"].tolist() == [0.0, 0.0] and tunes["hidden"].tolist() == [1024, 1024]  # + defaults
     runs = pd.read_csv(tmp_path / "tuned_runs.csv", dtype={"split": str})

@@ -48,7 +48,8 @@ def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, t
     assert len(a) == 3
     assert clean["chosen_params"] == poisoned["chosen_params"]
     assert a[0]["params"] == {}  # trial 0 is the preset itself
-    assert len(clean["validation_classes"]) >= tune_module.MIN_VAL_CLASSES
+    folds = clean["validation_classes"]  # one list of pseudo-unseen classes per fold
+    assert folds and all(len(f) >= tune_module.MIN_VAL_CLASSES for f in folds)
     chosen = IZFConfig.overrides_from_file(tmp_path / "a" / "chosen_config.json")
     assert chosen == tune_module.chosen_config("quick", clean["chosen_params"])
 

@@ -258,7 +258,7 @@ def write_tuned_csv(out_dir: str | Path) -> Path:
                       "best_trial": s["best_trial"], "best_objective": s["best_objective"],
                       "chosen_trial": s["chosen_trial"], "chosen_objective": s["chosen_objective"],
                       "chosen_objective_se": s["chosen_objective_se"], "reason": s["reason"],
-                      "validation_classes": " ".join(s["validation_classes"]),
+                      "validation_classes": " | ".join(" ".join(fold) for fold in s["validation_classes"]),
                       **{k: getattr(chosen, k) for k in SEARCH_SPACE}})
     tunes.sort(key=lambda r: (r["split"] != default, r["split"]))
     if tunes:
