@@ -26,7 +26,7 @@ __all__ = [
     "train_softmax",
 ]
 
-CHUNK = 4096  # rows per forward pass at test time
+CHUNK = 4096  # rows per forward pass at test time (and per reverse pass of a softmax pool)
 
 
 @torch.no_grad()
@@ -134,10 +134,14 @@ def train_softmax(
     generator: torch.Generator,
     modes: tuple[str, ...] = ("czsl", "gzsl"),
     unseen_ratio: float = 1.0,
+    pool: int = 0,
 ) -> dict[str, SoftmaxClassifier]:
-    """IZF-Softmax: fit linear classifiers on real seen features plus freshly generated unseen ones.
+    """IZF-Softmax: fit linear classifiers on real seen features plus generated unseen ones.
 
-    Each step generates unseen features (classes uniform over Y^u) from the attributes.
+    With ``pool = 0`` (the development code's scheme) each step generates its unseen features afresh
+    (classes uniform over Y^u) from the attributes: ``steps`` reverse passes of a batch. With ``pool = N``
+    the fit first generates N features per unseen class, once, and each step draws its generated batch
+    from that pool (uniform, with replacement): N |Y^u| reverse passes in all.
     ``gzsl``: candidates Y^s and Y^u, trained on ``batch`` real seen trainval pairs plus
     ``round(unseen_ratio * batch)`` generated ones (the seen/unseen balance). ``czsl``:
     candidates Y^u, ``batch`` generated features only. Both modes share each step's generated
@@ -159,11 +163,21 @@ def train_softmax(
     v_real, y_real = train.v.to(device), train.y.to(device)
     n_gzsl = max(1, round(unseen_ratio * batch))
     n_gen = max(batch, n_gzsl) if "gzsl" in modes else batch
+    if pool < 0:
+        raise ValueError(f"pool must be >= 0 (0: fresh features every step), got {pool}")
     model.eval()
+    if pool:
+        y_pool = unseen.repeat_interleave(pool)
+        with torch.no_grad():
+            v_pool = torch.cat([model.generate_classes(y, generator) for y in y_pool.split(CHUNK)])
     for _ in range(steps):
         with torch.no_grad():
-            y_gen = unseen[torch.randint(unseen.numel(), (n_gen,), generator=generator, device=device)]
-            v_gen = model.generate_classes(y_gen, generator)
+            if pool:
+                take = torch.randint(y_pool.numel(), (n_gen,), generator=generator, device=device)
+                y_gen, v_gen = y_pool[take], v_pool[take]
+            else:
+                y_gen = unseen[torch.randint(unseen.numel(), (n_gen,), generator=generator, device=device)]
+                v_gen = model.generate_classes(y_gen, generator)
             batches = {"czsl": (v_gen[:batch], y_gen[:batch])}
             if "gzsl" in modes:
                 pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)

@@ -76,6 +76,7 @@ class IZFConfig:
     softmax_lr: float = 5e-4     # dev
     softmax_batch: int = 256     # dev: 256 real seen + 256 generated unseen per step
     softmax_unseen_ratio: float = 1.0  # dev: generated unseen per real seen sample in a GZSL step (256 : 256)
+    softmax_pool: int = 0        # dev: 0, fresh generated unseen features every step; N: N per class, drawn once
     # data
     feature_scaling: str = "minmax"  # dev: per-dimension min-max to [0, 1] fit on trainval; or "standard", "none"
     # selection and validation
@@ -103,6 +104,9 @@ class IZFConfig:
             raise ValueError(f"feature_scaling must be one of {FEATURE_SCALINGS}, got '{self.feature_scaling}'")
         if not self.softmax_unseen_ratio > 0:
             raise ValueError(f"softmax_unseen_ratio must be positive, got {self.softmax_unseen_ratio}")
+        if isinstance(self.softmax_pool, bool) or not isinstance(self.softmax_pool, int) or self.softmax_pool < 0:
+            raise ValueError(f"softmax_pool must be an integer >= 0 (0 = fresh features every step), "
+                             f"got {self.softmax_pool!r}")
         if self.flow_loss not in ("nll", "dev"):
             raise ValueError(f"flow_loss must be 'nll' or 'dev', got '{self.flow_loss}'")
         for name in ("n_blocks", "hidden", "epochs", "batch_size", "softmax_steps", "softmax_batch"):

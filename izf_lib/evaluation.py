@@ -68,7 +68,7 @@ def score(
             pred_seen, pred_unseen = nbc_predict(model, v_seen, both), nbc_predict(model, v_unseen, both)
         else:
             clfs = train_softmax(model, train, config.softmax_steps, config.softmax_lr, config.softmax_batch, generator,
-                                 unseen_ratio=config.softmax_unseen_ratio)
+                                 unseen_ratio=config.softmax_unseen_ratio, pool=config.softmax_pool)
             pred_czsl = clfs["czsl"].predict(v_unseen)
             pred_seen, pred_unseen = clfs["gzsl"].predict(v_seen), clfs["gzsl"].predict(v_unseen)
         result["czsl"][clf] = {"T1": 100.0 * czsl_t1(y_unseen, pred_czsl.cpu())}

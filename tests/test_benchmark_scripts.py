@@ -77,3 +77,20 @@ def test_step_flops_counts_the_gemms() -> None:
     # one block: forward 6 B h d, backward twice that
     assert step_flops(batch=2, dim=4, hidden=3, blocks=1) == 3 * 6 * 2 * 3 * 4
     assert sum(2 * m * k * n for m, k, n in gemm_shapes(2, 4, 3)) == step_flops(2, 4, 3, 1)
+
+
+def test_evaluation_cost_times_each_pool_setting_on_the_same_training(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from evaluation_cost import main as evaluation_cost_main
+
+    out = tmp_path / "cost.json"
+    evaluation_cost_main(["--scale", "0.02", "--dim", "128", "--epochs", "2", "--eval-every", "1", "--pools", "0", "5",
+                          "--hidden", "16", "--softmax-steps", "20", "--quiet", "--out", str(out)])
+    cost = json.loads(out.read_text())
+    runs = {r["softmax_pool"]: r for r in cost["runs"]}
+    assert set(runs) == {0, 5} and all(r["evaluations"] == 2 for r in runs.values())
+    assert all(r["train_seconds"] > 0 and r["eval_seconds"] > 0 for r in runs.values())
+    assert runs[0]["nbc"] == runs[5]["nbc"]  # same seed, same training: the pool changes only IZF-Softmax's fit
+    from izf_lib.precision import cpu_flags
+    assert cost["d_v"] == 128 and cost["unseen_classes"] == 10
+    assert ("cpu_flags" in cost["environment"]) == (cpu_flags() is not None)  # the machine is named

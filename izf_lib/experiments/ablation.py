@@ -63,6 +63,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "features standardised": {"feature_scaling": "standard"},
     "softmax unseen:seen 0.5": {"softmax_unseen_ratio": 0.5},
     "softmax unseen:seen 2": {"softmax_unseen_ratio": 2.0},
+    # generated unseen features drawn once per fit, not at every step (new settings go last: a run's file
+    # name is its setting's index)
+    "softmax pool 300 per class": {"softmax_pool": 300},
 }
 N_POINTS = 21  # points on each stacking curve
 # the default split and 9 evenly spaced 3-unseen splits (the results chapter's full-configuration subset)
@@ -100,7 +103,7 @@ def stacking_curve(model: IZF, data: ZSLData, config: IZFConfig, epoch: int) -> 
     v = torch.cat([data.v_test_seen, data.v_test_unseen])
     gen = evaluation_generator(config.seed, epoch, "cpu")
     clf = train_softmax(model, train, config.softmax_steps, config.softmax_lr, config.softmax_batch, gen,
-                        unseen_ratio=config.softmax_unseen_ratio)["gzsl"]
+                        unseen_ratio=config.softmax_unseen_ratio, pool=config.softmax_pool)["gzsl"]
     gauss = GaussianGenerator(seed=config.seed).fit(train)
     model.eval()
     with torch.no_grad():
