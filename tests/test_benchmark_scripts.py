@@ -84,7 +84,7 @@ def test_evaluation_cost_times_each_pool_setting_on_the_same_training(tmp_path: 
     from evaluation_cost import main as evaluation_cost_main
 
     out = tmp_path / "cost.json"
-    evaluation_cost_main(["--scale", "0.02", "--dim", "128", "--epochs", "2", "--eval-every", "1", "--pools", "0", "5",
+    evaluation_cost_main(["--scale", "0.02", "--dim", "128", "--epochs", "4", "--eval-every", "2", "--pools", "0", "5",
                           "--hidden", "16", "--softmax-steps", "20", "--quiet", "--out", str(out)])
     cost = json.loads(out.read_text())
     runs = {r["softmax_pool"]: r for r in cost["runs"]}
