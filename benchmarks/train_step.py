@@ -5,7 +5,9 @@ Measures, in one run on one device: the full IZF objective (flow NLL, centralizi
 reverse-pass generation and iMMD) and the NLL-only step of izf_lib for K blocks, under each
 precision policy asked for (izf_lib.precision: fp32, bf16, tf32); the same NLL-only network
 built from FrEIA (PermuteRandom + GLOWCouplingBlock, same widths and clamp) in fp32; and
-torch.mm throughput on the step's own GEMM shapes in each precision. Writes JSON.
+torch.mm throughput on the step's own GEMM shapes in each precision. With ``--profile``, each
+eager IZF row also records where its step's time goes (torch.profiler self time per step:
+matrix products, dtype casts, the optimiser, everything else). Writes JSON.
 
     python benchmarks/train_step.py --out benchmarks/results/train_step_cpu.json
 """
@@ -47,6 +49,26 @@ def gemm_shapes(batch: int, dim: int, hidden: int) -> list[tuple[int, int, int]]
         for k_in, n_out in ((d_in, hidden), (hidden, d_out)):
             shapes += [(batch, k_in, n_out), (batch, n_out, k_in), (k_in, batch, n_out)]  # fwd, grad-in, grad-W
     return shapes
+
+
+# torch.profiler op names of each part of a step (self time; everything else is "other")
+PROFILE_PARTS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"), "casts": ("aten::copy_",),
+                 "optimizer": ("aten::_fused_adam_", "aten::_fused_adamw_")}
+
+
+def profile_step(step: Callable[[], None], steps: int) -> dict[str, float]:
+    """Self milliseconds per step of each part of PROFILE_PARTS (and "other") over ``steps`` profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    parts = dict.fromkeys([*PROFILE_PARTS, "other"], 0.0)
+    for event in prof.key_averages():
+        part = next((k for k, ops in PROFILE_PARTS.items() if event.key in ops), "other")
+        parts[part] += event.self_cpu_time_total / steps / 1e3
+    return parts
 
 
 def _optimiser_step(loss_fn: Callable[[], torch.Tensor], module: nn.Module, opt: torch.optim.Optimizer,
@@ -105,6 +127,8 @@ def measure(args: argparse.Namespace) -> dict:
                 step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
                 with matmul_precision(precision, device):
                     out["runs"].append(_record(name, blocks, step, device, args, limits[precision], precision))
+                    if args.profile and device.type == "cpu":
+                        out["runs"][-1]["profile_ms_per_step"] = profile_step(step, args.steps)
                 del model, opt, step
                 if graphs:
                     model = IZF(att, args.dim, c).to(device)
@@ -191,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                    help="also time the training step replayed as a CUDA graph (auto: on a GPU; on: also on a CPU, "
                         "where the fixed-shape step runs eagerly)")
+    p.add_argument("--profile", action="store_true",
+                   help="also record where each eager IZF step's time goes on a CPU (torch.profiler, self time)")
     p.add_argument("--out", default="benchmarks/results/train_step.json")
     args = p.parse_args(argv)
     write_json(measure(args), args.out)

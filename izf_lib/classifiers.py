@@ -166,22 +166,24 @@ def train_softmax(
     if pool < 0:
         raise ValueError(f"pool must be >= 0 (0: fresh features every step), got {pool}")
     model.eval()
-    if pool:
-        y_pool = unseen.repeat_interleave(pool)
-        with torch.no_grad():
-            v_pool = torch.cat([model.generate_classes(y, generator) for y in y_pool.split(CHUNK)])
-    for _ in range(steps):
-        with torch.no_grad():
-            if pool:
-                take = torch.randint(y_pool.numel(), (n_gen,), generator=generator, device=device)
-                y_gen, v_gen = y_pool[take], v_pool[take]
-            else:
-                y_gen = unseen[torch.randint(unseen.numel(), (n_gen,), generator=generator, device=device)]
-                v_gen = model.generate_classes(y_gen, generator)
-            batches = {"czsl": (v_gen[:batch], y_gen[:batch])}
-            if "gzsl" in modes:
-                pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)
-                batches["gzsl"] = (torch.cat([v_real[pick], v_gen[:n_gzsl]]), torch.cat([y_real[pick], y_gen[:n_gzsl]]))
-        for m in modes:
-            trainers[m].step(*batches[m])
+    with model.flow.shared_casts():  # bf16: one cast of the flow's weights for all the fit's reverse passes
+        if pool:
+            y_pool = unseen.repeat_interleave(pool)
+            with torch.no_grad():
+                v_pool = torch.cat([model.generate_classes(y, generator) for y in y_pool.split(CHUNK)])
+        for _ in range(steps):
+            with torch.no_grad():
+                if pool:
+                    take = torch.randint(y_pool.numel(), (n_gen,), generator=generator, device=device)
+                    y_gen, v_gen = y_pool[take], v_pool[take]
+                else:
+                    y_gen = unseen[torch.randint(unseen.numel(), (n_gen,), generator=generator, device=device)]
+                    v_gen = model.generate_classes(y_gen, generator)
+                batches = {"czsl": (v_gen[:batch], y_gen[:batch])}
+                if "gzsl" in modes:
+                    pick = torch.randint(v_real.shape[0], (batch,), generator=generator, device=device)
+                    batches["gzsl"] = (torch.cat([v_real[pick], v_gen[:n_gzsl]]),
+                                       torch.cat([y_real[pick], y_gen[:n_gzsl]]))
+            for m in modes:
+                trainers[m].step(*batches[m])
     return {m: t.clf for m, t in trainers.items()}

@@ -84,7 +84,7 @@ class IZFConfig:
     val_fold: int = 1            # ours: xlsa17 fold K (trainclassesK.txt / valclassesK.txt)
     seed: int = 0
     # numerics
-    precision: str = "fp32"      # ours: "bf16" autocasts the sub-networks' matmuls, "tf32" (CUDA) TF32 matmuls;
+    precision: str = "fp32"      # ours: "bf16" runs the sub-networks' matmuls in bf16, "tf32" (CUDA) TF32 matmuls;
     #                              log-dets, densities, MMD and sums stay float32; "auto" picks one for the machine
     #                              (the `train` command's default; izf_lib.precision)
 

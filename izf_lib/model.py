@@ -101,7 +101,15 @@ class IZF(nn.Module):
         ``groups`` is :func:`~izf_lib.losses.class_groups` of ``y`` if the caller has it. The
         iMMD draws come from ``generator``, or from ``noise`` when the caller drew them already
         (:func:`~izf_lib.step.draw_noise` draws the same numbers from the same generator).
+        The flow's three passes share one cast of its weights (:meth:`IZFFlow.shared_casts`).
         """
+        with self.flow.shared_casts():
+            return self._objective(v, y, unseen, generator, groups, noise)
+
+    def _objective(
+        self, v: Tensor, y: Tensor, unseen: Tensor, generator: torch.Generator | None,
+        groups: tuple[Tensor, Tensor, Tensor] | None, noise: StepNoise | None,
+    ) -> dict[str, Tensor]:
         cfg = self.config
         c, z_f, log_det = self.encode(v)
         att_y = self.att[y]

@@ -1,8 +1,9 @@
 """Numeric precision policies: what runs in which floating-point format, and why.
 
 ``fp32``  everything in float32 (the reference).
-``bf16``  the coupling sub-networks' matrix products (Linear -> ReLU -> Linear) run under
-          ``torch.autocast(dtype=bfloat16)`` on CPU or CUDA; their outputs are cast back to
+``bf16``  the coupling sub-networks' matrix products (Linear -> ReLU -> Linear) run in bfloat16
+          on CPU or CUDA (inputs and weights cast; within ``IZFFlow.shared_casts``, as in a
+          training step, each weight is cast once); their outputs are cast back to
           float32 *before* the soft clamp, so the log-scales g(s), exp(g(s)), the affine
           update, the log-determinants, the densities, the MMD and every sum stay float32.
           A flow's exact inverse and its log-det are the precision-sensitive parts; only the
@@ -138,7 +139,7 @@ def choose_precision(requested: str, device: str | torch.device, *, flags: Itera
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of the sub-networks under ``precision`` (None: no autocast)."""
+    """The dtype the sub-networks compute in under ``precision`` (None: float32, nothing cast)."""
     if precision == "auto":
         raise ValueError("precision 'auto' names no policy until it is resolved for a device: "
                          "izf_lib.precision.choose_precision (izf_lib.experiment.fit resolves it)")

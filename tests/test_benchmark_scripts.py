@@ -58,10 +58,14 @@ def test_train_step_times_the_fixed_shape_step_on_request(tmp_path: Path) -> Non
 
     out = tmp_path / "step.json"
     train_step_main(["--dim", "32", "--d-a", "4", "--hidden", "16", "--batch", "16", "--blocks", "2", "--steps", "1",
-                     "--warmup", "1", "--precisions", "fp32", "--no-freia", "--cuda-graphs", "on", "--out", str(out)])
+                     "--warmup", "1", "--precisions", "fp32", "--no-freia", "--cuda-graphs", "on", "--profile",
+                     "--out", str(out)])
     step = json.loads(out.read_text())
     runs = {r["name"]: r for r in step["runs"]}
     assert set(runs) == {"izf_full", "izf_nll", "izf_full_graph", "izf_nll_graph"}
+    parts = runs["izf_full"]["profile_ms_per_step"]  # where the eager step's time goes
+    assert set(parts) == {"matmul", "casts", "optimizer", "other"} and parts["matmul"] > 0 and parts["optimizer"] > 0
+    assert "profile_ms_per_step" not in runs["izf_full_graph"]
     env = step["environment"]  # the machine is named with its speed flags and what auto would pick on it
     from izf_lib.precision import choose_precision, cpu_flags
     assert env["precision_auto"] == choose_precision("auto", "cpu").to_dict()
