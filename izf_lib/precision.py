@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PRECISIONS", "PRECISION_CHOICES", "BF16_CPU_FLAGS", "BF16_MEASURED", "PrecisionChoice", "cpu_flags",
+__all__ = ["PRECISIONS", "PRECISION_CHOICES", "BF16_CPU_FLAGS", "BF16_MEASURED", "BF16_MEASURED_CPU_UNITS",
+           "PrecisionChoice", "cpu_flags",
            "choose_precision", "autocast_dtype", "matmul_precision"]
 
 PRECISIONS = ("fp32", "bf16", "tf32")  # the policies a model runs under
@@ -37,9 +38,12 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a user may ask for; "auto" is 
 # emulated and far slower than fp32.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Where "auto" may pick bf16: device kinds on which bf16 was measured both faster than the alternative and within
-# the fp32 seed spread (benchmarks/train_step.py, benchmarks/precision_parity.py). CPU: 2.0x fp32 on a Xeon with AMX,
-# but no parity table measured on a CPU yet. CUDA: at parity on an H200, but its graphed step no faster than tf32.
-BF16_MEASURED: dict[str, bool] = {"cpu": False, "cuda": False}
+# the fp32 seed spread (benchmarks/train_step.py, benchmarks/precision_parity.py). CPU: on a Xeon with AMX, the full
+# step about 2x fp32 and the DIGITS parity table within one fp32 seed s.d. on every score (train_step_cpu_amx_*.json,
+# precision_parity_cpu_amx.json). CUDA: at parity on an H200, but its graphed step no faster than tf32.
+BF16_MEASURED: dict[str, bool] = {"cpu": True, "cuda": False}
+# the CPU bf16 units those CPU measurements ran on: a CPU with only the others (AVX512-BF16 without AMX) is unmeasured
+BF16_MEASURED_CPU_UNITS: tuple[str, ...] = ("amx_bf16",)
 # oneDNN (which runs PyTorch's bf16 CPU matmuls) can be capped below its bf16 code by ONEDNN_MAX_CPU_ISA; caps whose
 # name has none of these markers leave the bf16 units unused.
 _BF16_ISA_MARKERS = ("BF16", "AMX", "AVX10", "ALL", "DEFAULT")
@@ -130,12 +134,15 @@ def choose_precision(requested: str, device: str | torch.device, *, flags: Itera
     if cap:
         return PrecisionChoice("auto", "fp32", f"this CPU has {', '.join(units)}, but {cap} keeps oneDNN from "
                                                "its bf16 code")
-    if not BF16_MEASURED["cpu"]:
+    measured = [u for u in units if u in BF16_MEASURED_CPU_UNITS] if BF16_MEASURED["cpu"] else []
+    if not measured:
+        where = f"only on CPUs with {' or '.join(BF16_MEASURED_CPU_UNITS)}" if BF16_MEASURED["cpu"] else "not"
         return PrecisionChoice("auto", "fp32", f"this CPU has bf16 matrix units ({', '.join(units)}), but bf16's "
-                                               "accuracy parity with fp32 has not been measured on a CPU "
-                                               "(benchmarks/precision_parity.py); --precision bf16 uses them anyway")
+                                               f"speed and accuracy parity with fp32 were measured {where} "
+                                               "(benchmarks/train_step.py, benchmarks/precision_parity.py); "
+                                               "--precision bf16 uses them anyway")
     return PrecisionChoice("auto", "bf16", f"bf16 matrix units ({', '.join(units)}); bf16 measured faster than "
-                                           "fp32 on such a CPU and within the fp32 seed spread")
+                                           f"fp32 on a CPU with {', '.join(measured)} and within the fp32 seed spread")
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -172,19 +172,24 @@ def _cpuinfo(tmp_path: Path, name: str) -> Path:
 
 
 @pytest.mark.parametrize(("cpu", "measured", "expected"), [
-    ("zen3_avx2", True, "fp32"), ("skylake_avx512", True, "fp32"),  # no bf16 units: fp32 even if bf16 paid elsewhere
-    ("zen4_avx512_bf16", True, "bf16"), ("sapphire_rapids_amx", True, "bf16"),
-    ("zen4_avx512_bf16", False, "fp32"), ("sapphire_rapids_amx", False, "fp32"),  # units, but no parity measured
+    ("zen3_avx2", ("amx_bf16",), "fp32"), ("skylake_avx512", ("amx_bf16",), "fp32"),  # no bf16 units at all
+    ("sapphire_rapids_amx", ("amx_bf16",), "bf16"),  # the measured kind of unit
+    ("zen4_avx512_bf16", ("amx_bf16",), "fp32"),  # bf16 units, but not the kind measured
+    ("zen4_avx512_bf16", ("amx_bf16", "avx512_bf16"), "bf16"),
+    ("zen4_avx512_bf16", (), "fp32"), ("sapphire_rapids_amx", (), "fp32"),  # units, but nothing measured on a CPU
 ])
 def test_auto_precision_on_a_cpu_follows_its_bf16_units_and_the_measurements(
-        monkeypatch: pytest.MonkeyPatch, cpu: str, measured: bool, expected: str) -> None:
-    monkeypatch.setitem(precision.BF16_MEASURED, "cpu", measured)
+        monkeypatch: pytest.MonkeyPatch, cpu: str, measured: tuple[str, ...], expected: str) -> None:
+    monkeypatch.setitem(precision.BF16_MEASURED, "cpu", bool(measured))
+    monkeypatch.setattr(precision, "BF16_MEASURED_CPU_UNITS", measured)
     choice = precision.choose_precision("auto", "cpu", flags=CPUINFO[cpu].split(), environ={})
     assert (choice.requested, choice.precision) == ("auto", expected)
     if cpu in ("zen3_avx2", "skylake_avx512"):
         assert "no bf16 matrix units" in choice.reason and "avx512_bf16" in choice.reason
-    elif not measured:
-        assert "not been measured" in choice.reason and "avx512_bf16" in choice.reason
+    elif expected == "fp32":
+        assert "were measured" in choice.reason and ("only on CPUs with amx_bf16" in choice.reason) == bool(measured)
+    else:
+        assert "measured faster" in choice.reason
     assert expected in str(choice) and "auto: " in str(choice)
 
 
