@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,19 @@ def matmul_gflops(shapes: list[tuple[int, int, int]], device: torch.device, dtyp
     return flops / time_fn(run, device, steps) / 1e9
 
 
+def code_version() -> str | None:
+    """The project's commit, with "+changes" when tracked files differ from it; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}+changes" if dirty else commit
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
@@ -82,6 +96,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     env["precision_auto"] = choose_precision("auto", device).to_dict()
+    env["code"] = code_version()  # which izf_lib was measured: results of older code stay comparable by name
     return env
 
 

@@ -224,11 +224,12 @@ class IZFFlow(nn.Module):
     def shared_casts(self) -> Iterator[None]:
         """Within the block, each sub-network weight is cast to the compute dtype once, for every pass.
 
-        One training step runs the flow three times (encoding, the centres of L_C, generation for
-        iMMD); casting 2 x n_blocks sub-networks' weights on every pass took about a fifth of a
-        profiled bf16 step at AWA1 shapes. Autograd sums the three uses' gradients in the cast and
-        converts them once. The weights must not change inside the block. A no-op under fp32
-        (nothing is cast), and inside another such block (the outer casts are used).
+        One training step runs the flow forward (encoding) and in reverse (the centres of L_C and
+        iMMD's generated features, one pass); casting 2 x n_blocks sub-networks' weights on every
+        pass took about a fifth of a profiled bf16 step at AWA1 shapes (measured with three passes).
+        Autograd sums the uses' gradients in the cast and converts them once. The weights must not
+        change inside the block. A no-op under fp32 (nothing is cast), and inside another such block
+        (the outer casts are used).
         """
         if any(c._casts is not None for c in self.couplings):
             yield

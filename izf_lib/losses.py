@@ -20,6 +20,7 @@ __all__ = [
     "class_groups",
     "fixed_class_groups",
     "centralizing_loss",
+    "centre_latents",
     "imq_kernel",
     "mmd2",
     "mmd2_terms",
@@ -64,20 +65,29 @@ def class_groups(y: Tensor, device: torch.device | str | None = None) -> tuple[T
     return tuple(t.to(device, non_blocking=True) for t in (classes, inverse, counts))  # type: ignore[return-value]
 
 
+def centre_latents(att: Tensor, classes: Tensor, d_v: int) -> Tensor:
+    """z = [a_y, 0] for each class of ``classes`` (K,): the latents whose reverse pass are L_C's centres."""
+    a = att[classes]
+    return merge_z(a, a.new_zeros(a.shape[0], d_v - a.shape[1]))
+
+
 def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor,
-                      groups: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+                      groups: tuple[Tensor, Tensor, Tensor] | None = None,
+                      centres: Tensor | None = None) -> Tensor:
     """L_C: sum over the classes y in the batch of || f^{-1}([a_y, 0]) - mean of the batch's v of class y ||_2.
 
     Pulls each class's "centre" generation onto the class mean of real features
     (development code; the exact form in the main paper is a reconstruction). ``groups`` is
     :func:`class_groups` of ``y``, when the caller has it already, or :func:`fixed_class_groups`
-    (classes with count 0 are left out of the sum).
+    (classes with count 0 are left out of the sum). ``centres`` (K, d_v) is f^{-1} of
+    :func:`centre_latents` of ``groups``' classes when the caller ran that reverse pass itself
+    (IZF.objective runs it together with iMMD's: one pass over more rows costs less than two).
     """
     classes, inverse, counts = groups if groups is not None else class_groups(y)
     means = torch.zeros(classes.numel(), v.shape[1], dtype=v.dtype, device=v.device)
     means.index_add_(0, inverse, v)
-    a = att[classes]
-    centres = flow.inverse(merge_z(a, a.new_zeros(a.shape[0], v.shape[1] - a.shape[1])))
+    if centres is None:
+        centres = flow.inverse(centre_latents(att, classes, v.shape[1]))
     means = means / counts.clamp_min(1).to(v.dtype)[:, None]
     present = (counts > 0).to(v.dtype)  # classes absent from the batch (count 0) add nothing
     return ((centres - means).norm(dim=1) * present).sum()

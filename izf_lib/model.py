@@ -101,7 +101,8 @@ class IZF(nn.Module):
         ``groups`` is :func:`~izf_lib.losses.class_groups` of ``y`` if the caller has it. The
         iMMD draws come from ``generator``, or from ``noise`` when the caller drew them already
         (:func:`~izf_lib.step.draw_noise` draws the same numbers from the same generator).
-        The flow's three passes share one cast of its weights (:meth:`IZFFlow.shared_casts`).
+        L_C's centres and iMMD's generated features share one reverse pass, and both of the flow's
+        passes share one cast of its weights (:meth:`IZFFlow.shared_casts`).
         """
         with self.flow.shared_casts():
             return self._objective(v, y, unseen, generator, groups, noise)
@@ -119,16 +120,29 @@ class IZF(nn.Module):
             l_flow = losses.flow_loss_dev(c, z_f, log_det, att_y, cfg.w_c)
         out = {"l_flow": l_flow}
         total = cfg.lambda_flow * l_flow
+        # The reverse passes of L_C (one centre per class of the batch) and of iMMD (B generated
+        # features) run as one pass over both sets of rows: the flow acts on each row alone, so the
+        # values are the same, and one pass over B + K rows is cheaper than one of K rows after one of B.
+        z_rows = []
         if cfg.lambda_c:
-            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups)
-            total = total + cfg.lambda_c * out["l_c"]
-        if cfg.lambda_immd and unseen.numel():
+            groups = groups if groups is not None else losses.class_groups(y)
+            z_rows.append(losses.centre_latents(self.att, groups[0], self.d_v))
+        generates = bool(cfg.lambda_immd and unseen.numel())
+        if generates:
             if noise is not None and noise.pick is not None:
                 pick, z_f_gen = noise.pick, noise.z_f
             else:
                 pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)
-                z_f_gen = None
-            v_gen = self.generate_classes(unseen[pick], generator, z_f_gen)
+                z_f_gen = torch.randn(v.shape[0], self.d_v - self.d_a, generator=generator, device=self.att.device,
+                                      dtype=self.att.dtype)  # as generate_classes draws it
+            z_rows.append(merge_z(self.att[unseen[pick]], z_f_gen))
+        v_rev = self.flow.inverse(torch.cat(z_rows)) if z_rows else None
+        if cfg.lambda_c:
+            n_centres = groups[0].numel()
+            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups, centres=v_rev[:n_centres])
+            total = total + cfg.lambda_c * out["l_c"]
+        if generates:
+            v_gen = v_rev[v_rev.shape[0] - v.shape[0]:]
             unbiased = cfg.immd_form == "neg_mmd2_unbiased"
             bounds = None
             if cfg.immd_form in BOUNDED_FORMS:

@@ -72,6 +72,9 @@ def test_train_step_times_the_fixed_shape_step_on_request(tmp_path: Path) -> Non
     if cpu_flags() is not None:
         assert set(env["cpu_flags"]) <= cpu_flags() and ("avx2" in env["cpu_flags"]) == ("avx2" in cpu_flags())
     assert runs["izf_full_graph"]["speedup_vs_eager"] > 0 and runs["izf_full_graph"]["captured"] is False  # CPU
+    if (ROOT / ".git").exists():  # the code measured is named by its commit
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        assert env["code"].removesuffix("+changes") == head.stdout.strip()
 
 
 def test_step_flops_counts_the_gemms() -> None:
