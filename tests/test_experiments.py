@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,12 @@ def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_p
     assert [r["method"] for r in rows] == ["IZF-NBC", "IZF-Softmax", "Gaussian generator"]
     with pytest.raises(ValueError, match="unknown benchmark shapes"):
         at_scale_calls(tmp_path, shapes=("NOPE",))
+
+
+def test_jobs_none_runs_one_worker_per_usable_core_and_keeps_the_order() -> None:
+    from izf_lib.experiments.grid import run_jobs, usable_cores
+
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+    assert run_jobs([(str, i) for i in range(5)], jobs=None, progress=False) == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_jobs([(str, 0)], jobs=0)

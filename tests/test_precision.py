@@ -73,13 +73,13 @@ def _small_bf16_model(seed: int = 0) -> tuple[IZF, torch.Tensor, torch.Tensor, t
     return model, v, torch.arange(8) % 4, torch.tensor([4, 5])
 
 
-def test_bf16_objective_casts_each_weight_once_for_its_three_passes() -> None:
+def test_bf16_objective_casts_each_weight_once_for_all_its_passes() -> None:
     model, v, y, unseen = _small_bf16_model()
     weights = [p for n, p in model.flow.named_parameters() if n.endswith("weight")]
     shapes = {tuple(w.shape) for w in weights}
     with _WeightCasts(shapes) as once:
         model.objective(v, y, unseen, torch.Generator().manual_seed(2))["loss"]
-    with _WeightCasts(shapes) as per_pass:  # encoding, the centres of L_C, generation: each casts anew
+    with _WeightCasts(shapes) as per_pass:  # the three passes run apart, each casting anew
         c, z_f, log_det = model.encode(v)
         losses.centralizing_loss(model.flow, v, y, model.att)
         model.generate_classes(unseen[:1].repeat(8), torch.Generator().manual_seed(2))

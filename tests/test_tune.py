@@ -16,6 +16,14 @@ from izf_lib.data import DataError, load_xlsa17
 from izf_lib.prepare import prepare_digits
 
 TINY_SPACE = {"hidden": [8, 16], "epochs": [1, 2], "softmax_steps": [10]}
+# trial 0 is the preset itself: a preset of the same size as the trials keeps these tests in seconds
+TINY_PRESET = {"hidden": 8, "epochs": 2, "softmax_steps": 10, "eval_every": 0}
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    monkeypatch.setitem(PRESETS, "tiny", TINY_PRESET)
+    return "tiny"
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +44,13 @@ def _poisoned(*args, **kwargs):
 
 
 @pytest.mark.slow
-def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, tmp_path, monkeypatch) -> None:
-    clean = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "a", preset="quick", trials=3, space=TINY_SPACE,
-                             progress=False)
+def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, tmp_path, monkeypatch,
+                                                                  tiny_preset) -> None:
+    clean = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "a", preset=tiny_preset, trials=3,
+                             space=TINY_SPACE, progress=False)
     monkeypatch.setattr(tune_module, "load_xlsa17", _poisoned)
-    poisoned = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "b", preset="quick", trials=3, space=TINY_SPACE,
-                                progress=False)
+    poisoned = tune_module.tune("DIGITS", str(digits_dir), tmp_path / "b", preset=tiny_preset, trials=3,
+                                space=TINY_SPACE, progress=False)
     a = json.loads((tmp_path / "a" / "trials.json").read_text())
     b = json.loads((tmp_path / "b" / "trials.json").read_text())
     assert [e["val"] for r in a for e in r["evaluations"]] == [e["val"] for r in b for e in r["evaluations"]]
@@ -51,7 +60,7 @@ def test_tune_never_reads_test_images_and_writes_a_loadable_choice(digits_dir, t
     folds = clean["validation_classes"]  # one list of pseudo-unseen classes per fold
     assert folds and all(len(f) >= tune_module.MIN_VAL_CLASSES for f in folds)
     chosen = IZFConfig.overrides_from_file(tmp_path / "a" / "chosen_config.json")
-    assert chosen == tune_module.chosen_config("quick", clean["chosen_params"])
+    assert chosen == tune_module.chosen_config(tiny_preset, clean["chosen_params"])
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -113,8 +122,8 @@ def test_choose_trial_keeps_the_preset_unless_beaten_beyond_the_noise(preset, ot
 
 
 @pytest.mark.slow
-def test_every_trial_is_scored_on_every_fold(digits_dir, tmp_path) -> None:
-    summary = tune_module.tune("DIGITS", str(digits_dir), tmp_path, preset="quick", trials=2, space=TINY_SPACE,
+def test_every_trial_is_scored_on_every_fold(digits_dir, tmp_path, tiny_preset) -> None:
+    summary = tune_module.tune("DIGITS", str(digits_dir), tmp_path, preset=tiny_preset, trials=2, space=TINY_SPACE,
                                progress=False, seeded_folds=2, repeats=2)
     trials = json.loads((tmp_path / "trials.json").read_text())
     assert summary["evaluations_per_trial"] == 4 and all(len(t["evaluations"]) == 4 for t in trials)

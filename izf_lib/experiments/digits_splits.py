@@ -130,14 +130,14 @@ def _grid_job(job: tuple[tuple[int, ...], dict[str, Any], str, str, bool]) -> st
 
 
 def run_digits_grid(splits: Iterable[Sequence[int]], seeds: Iterable[int], config: IZFConfig,
-                    out_dir: str | os.PathLike, device: str = "cpu", jobs: int = 1, progress: bool = True,
+                    out_dir: str | os.PathLike, device: str = "cpu", jobs: int | None = 1, progress: bool = True,
                     keep_checkpoints: bool = False) -> Path:
     """:func:`run_digits_split` for every split and seed not already done; writes ``out_dir/digits_splits.csv``.
 
     Resumable: each (split, seed) is one file under ``out_dir/rows/<settings fingerprint>/``,
     skipped when present (rows of other settings are kept apart and never reused).
-    Runs are independent (seeded by their own seed), so ``jobs`` worker processes give the
-    same rows as one.
+    Runs are independent (seeded by their own seed), so ``jobs`` worker processes (``None``: one per
+    usable CPU core) give the same rows as one.
     """
     calls = digits_grid_calls(splits, seeds, config, out_dir, device, keep_checkpoints)
     run_jobs(calls, jobs, desc="DIGITS splits", progress=progress)

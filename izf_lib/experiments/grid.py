@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -18,7 +19,7 @@ import torch
 
 from ..experiment import write_text_atomic
 
-__all__ = ["Call", "run_jobs", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows",
+__all__ = ["Call", "run_jobs", "usable_cores", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows",
            "OBJECTIVE_KEYS", "objective_stamp", "read_stamp", "claim_folder"]
 
 
@@ -35,13 +36,22 @@ def _single_threaded(call: tuple[Callable[..., Any], Any]) -> Any:
 Call = tuple[Callable[[Any], str], Any]  # a module-level job function and its one argument
 
 
-def run_jobs(calls: Sequence[Call], jobs: int = 1, desc: str = "runs", progress: bool = True) -> list[str]:
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one): a grid's natural ``jobs``."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def run_jobs(calls: Sequence[Call], jobs: int | None = 1, desc: str = "runs", progress: bool = True) -> list[str]:
     """Run every ``(fn, arg)`` of ``calls``; each ``fn`` returns a short run name, shown as progress.
 
-    ``jobs`` > 1 uses that many worker processes; calls from several experiments can share one pool.
+    ``jobs`` > 1 uses that many worker processes (``None``: :func:`usable_cores`); calls from several
+    experiments can share one pool.
     """
     from tqdm.auto import tqdm
 
+    jobs = usable_cores() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     done: list[str] = []
