@@ -1,5 +1,6 @@
 # izf-book: `make book` (set up and build the book) and `make test` (all tests).
 PYTHON ?= python3
+PYTEST_ARGS ?=  # extra pytest options for make test, e.g. PYTEST_ARGS="--durations=25"
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -37,7 +38,7 @@ book: $(STAMP)
 # headless Chromium; pytest reads testpaths (tests/, notebooks/) and the nbval sanitizer from pyproject.toml.
 test: $(STAMP)
 	$(MAKE) book
-	$(BIN)/pytest --nbval
+	$(BIN)/pytest --nbval $(PYTEST_ARGS)
 
 # Another kind of CPU, from this one: ATen's kernels, MKL and oneDNN held to AVX2 code paths (on an
 # AVX2-only CPU this is its own round-off; the tolerances in tests/nbval_tolerances.json must hold).
