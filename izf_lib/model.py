@@ -86,9 +86,13 @@ class IZF(nn.Module):
 
     def _decode(self, c: Tensor, generator: torch.Generator | None, z_f: Tensor | None = None) -> Tensor:
         """v = f^{-1}([c, z_f]) with a fresh z_f ~ N(0, I) per row of c (B, d_a), unless z_f is given."""
+        return self.flow.inverse(self._latents(c, generator, z_f))
+
+    def _latents(self, c: Tensor, generator: torch.Generator | None, z_f: Tensor | None = None) -> Tensor:
+        """z = [c, z_f], drawing z_f ~ N(0, I) per row of c from ``generator`` unless it is given."""
         if z_f is None:
             z_f = torch.randn(c.shape[0], self.d_v - self.d_a, generator=generator, device=c.device, dtype=c.dtype)
-        return self.flow.inverse(merge_z(c, z_f))
+        return merge_z(c, z_f)
 
     def objective(
         self, v: Tensor, y: Tensor, unseen: Tensor, generator: torch.Generator | None = None,
@@ -127,22 +131,21 @@ class IZF(nn.Module):
         if cfg.lambda_c:
             groups = groups if groups is not None else losses.class_groups(y)
             z_rows.append(losses.centre_latents(self.att, groups[0], self.d_v))
+        n_centres = z_rows[0].shape[0] if z_rows else 0
         generates = bool(cfg.lambda_immd and unseen.numel())
         if generates:
             if noise is not None and noise.pick is not None:
                 pick, z_f_gen = noise.pick, noise.z_f
             else:
                 pick = torch.randint(unseen.numel(), (v.shape[0],), generator=generator, device=unseen.device)
-                z_f_gen = torch.randn(v.shape[0], self.d_v - self.d_a, generator=generator, device=self.att.device,
-                                      dtype=self.att.dtype)  # as generate_classes draws it
-            z_rows.append(merge_z(self.att[unseen[pick]], z_f_gen))
+                z_f_gen = None
+            z_rows.append(self._latents(self.att[unseen[pick]], generator, z_f_gen))
         v_rev = self.flow.inverse(torch.cat(z_rows)) if z_rows else None
         if cfg.lambda_c:
-            n_centres = groups[0].numel()
             out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups, centres=v_rev[:n_centres])
             total = total + cfg.lambda_c * out["l_c"]
         if generates:
-            v_gen = v_rev[v_rev.shape[0] - v.shape[0]:]
+            v_gen = v_rev[n_centres:]
             unbiased = cfg.immd_form == "neg_mmd2_unbiased"
             bounds = None
             if cfg.immd_form in BOUNDED_FORMS:
