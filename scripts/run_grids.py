@@ -21,8 +21,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
             1), round 1's choice and the hinge x 2 seeds (round 2), the declared rules' choice (choice.json), and
             the chosen form on the held-out surrogates
   at_scale  (only when named) the defaults on 2048-d surrogates of AWA1, CUB and SUN shapes, 3 seeds x 100 epochs,
-            beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 (full size) wants a GPU,
-            --device cuda --jobs 1 there; on a CPU pass a smaller --scale; --shapes and --seeds N take a subset
+            beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 is full size (a minute a
+            run on a GPU with --device cuda --jobs 1; on 2 CPU cores 35 min or more a run, --jobs 1), else pass a
+            smaller --scale; --shapes and --seeds N take a subset
             (each run gets cpu_count // jobs threads: 2048-d products gain from them)
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
@@ -47,10 +48,11 @@ from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
 from izf_lib.experiments import ablation, at_scale, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
 from izf_lib.experiments.engine import GridRunError, add_engine_arguments, run_calls, settings_from_args  # noqa: E402
 from izf_lib.experiments.grid import claim_folder, write_json_atomic  # noqa: E402
+from izf_lib.precision import PRECISION_CHOICES  # noqa: E402
 
 GRIDS = ("toy", "digits", "oracle", "ablation", "ablation_splits", "diagnosis", "tuned", "gan", "immd_forms",
          "at_scale")
-# not in the default set: full size wants a GPU (at_scale.py)
+# not in the default set: full size takes a GPU minute or a CPU half-hour per run (at_scale.py)
 DEFAULT_GRIDS = GRIDS[:-1]
 
 
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", choices=at_scale.SHAPES, default=list(at_scale.SHAPES),
                    help="at_scale: the benchmark shapes to train (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="at_scale: seeds 0 .. N-1 (default 3)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="at_scale: the runs' precision (default auto, as for train: bf16 on a CPU with AMX, "
+                        "tf32 on CUDA, else fp32; izf_lib.precision); recorded in each run's record")
     p.add_argument("--tune-trials", type=int, default=16,
                    help="tuned: trials per split's tune (default 16; trial 0 is the preset, each trial 3 folds)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                                          seeds=range(1 if smoke else args.seeds), epochs=1 if smoke else 100,
                                          data_root=scale_root, device=args.device,
                                          shapes=("AWA1",) if smoke else tuple(args.shapes),
-                                         extra={"softmax_steps": 5, "hidden": 16} if smoke else None,
+                                         extra={"softmax_steps": 5, "hidden": 16, "precision": "fp32"} if smoke
+                                         else {"precision": args.precision},
                                          threads=max(1, (os.cpu_count() or 1) // args.jobs))
         writers.append(lambda: at_scale.write_at_scale_csv(out / "at_scale"))
     if "oracle" in args.only:

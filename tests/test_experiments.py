@@ -202,14 +202,14 @@ def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_p
     from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv
 
     calls = at_scale_calls(tmp_path, scale=0.02, seeds=[0], epochs=1, device="cpu", shapes=("AWA1",),
-                           extra={"hidden": 16, "softmax_steps": 5}, threads=2)
+                           extra={"hidden": 16, "softmax_steps": 5, "precision": "fp32"}, threads=2)
     assert len(calls) == 1
     fn, job = calls[0]
     threads = torch.get_num_threads()
     fn(job)
     assert torch.get_num_threads() == threads  # the run's own thread count is not left behind
     (record,) = read_records(tmp_path)
-    assert record["threads"] == 2
+    assert record["threads"] == 2 and record["precision"]["precision"] == "fp32"
     assert record["d_v"] == 2048 and set(record["scores"]) == {"nbc", "softmax", "gaussian"}
     assert record["objective"]["immd_form"] == IZFConfig().immd_form and record["chance_T1"] == 10.0
     assert record["collapse"]["collapsed"] in (True, False) and len(record["history"]) == 1

@@ -5,8 +5,9 @@ real classes, attributes and split sizes (times ``scale``; 1 is the benchmark's 
 2048-d synthetic features (:func:`izf_lib.prepare.prepare_synthetic`), and scores IZF-NBC,
 IZF-Softmax and the Gaussian generator on it, with the collapse diagnostics of
 :mod:`izf_lib.collapse`. It is the check that the reverse pass stays sound where the development
-form collapsed: full size wants a GPU (about a minute a run); on a CPU, pass a smaller ``scale``
-and say so. :func:`verdict` applies the bar that the AWA1-shaped runs must clear.
+form collapsed: a full-size run takes about a minute on a GPU and half an hour or more on a
+2-core CPU (the AWA1 shape: 35 min in bf16 with AMX); pass a smaller ``scale`` where that is too
+long, and say so. :func:`verdict` applies the bar that the AWA1-shaped runs must clear.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _train_and_record(path: Path, like: str, scale: float, seed: int, epochs: in
     t0 = time.perf_counter()
     gauss = score_baseline(GaussianGenerator(seed=seed).fit(data.train_split()), data)
     record.update({
-        "device": result.environment.get("device"),
+        "device": result.environment.get("device"), "precision": result.environment.get("precision"),
         "scores": {**{clf: result.scores(clf) for clf in result.gzsl}, "gaussian": gauss},
         "collapse": result.collapse, "immd_kernel": result.immd_kernel,
         "seconds": {**result.timings, "gaussian": time.perf_counter() - t0},
