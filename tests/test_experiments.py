@@ -197,6 +197,21 @@ def test_the_at_scale_verdict_needs_every_awa1_run_sound_close_to_nbc_and_u_of_5
     assert not verdict([])["passed"]  # no run: nothing shown
 
 
+def test_other_shapes_need_every_run_sound_and_three_times_chance() -> None:
+    from izf_lib.experiments.at_scale import transfer_verdict
+
+    ok = [_scale_record("CUB", 0, 80.0, 30.0, 0.0), _scale_record("AWA1", 0, 95.0, 10.0, 0.0)]  # AWA1: not judged
+    v = transfer_verdict(ok, "CUB")
+    assert v["passed"] and len(v["runs"]) == 1
+    low = transfer_verdict([*ok, _scale_record("CUB", 1, 80.0, 29.9, 0.0)], "CUB")
+    assert not low["passed"] and "below 3 x chance" in low["runs"][-1]["why"]
+    scattered = transfer_verdict([_scale_record("CUB", 0, 80.0, 90.0, 0.0, "scattered")], "CUB")
+    assert not scattered["passed"] and "scattered" in scattered["runs"][0]["why"]
+    diverged = transfer_verdict([{"like": "SUN", "scale": 1.0, "seed": 0, "error": "TrainingDivergedError"}], "SUN")
+    assert not diverged["passed"] and diverged["runs"][0]["why"] == "diverged"
+    assert not transfer_verdict(ok, "SUN")["passed"]  # no SUN run: nothing shown
+
+
 @pytest.mark.slow  # trains a 2048-d surrogate
 def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_path: Path) -> None:
     from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv

@@ -40,6 +40,8 @@ DATA_SEED = 7
 # The bar for the AWA1-shaped runs: IZF-Softmax within this many points of IZF-NBC in CZSL T1 ...
 T1_GAP = 10.0
 U_MIN = 50.0  # ... and at least this GZSL U
+# The bar for every other shape, where IZF-NBC is no yardstick: sound, and CZSL T1 this many times chance
+CHANCE_MULTIPLE = 3.0
 
 
 def setting_name(like: str, scale: float) -> str:
@@ -156,3 +158,22 @@ def verdict(records: list[dict[str, Any]], like: str = "AWA1") -> dict[str, Any]
         runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why)})
     return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs),
             "rule": f"sound, IZF-Softmax CZSL T1 >= IZF-NBC's - {T1_GAP:g}, GZSL U >= {U_MIN:g}"}
+
+
+def transfer_verdict(records: list[dict[str, Any]], like: str) -> dict[str, Any]:
+    """Whether every ``like``-shaped run is sound with IZF-Softmax CZSL T1 >= :data:`CHANCE_MULTIPLE` x chance."""
+    runs = []
+    for r in records:
+        if r["like"] != like:
+            continue
+        v = run_verdict(r)
+        if v == "diverged":
+            runs.append({"seed": r["seed"], "scale": r["scale"], "passed": False, "why": "diverged"})
+            continue
+        t1, chance = r["scores"]["softmax"]["T1"], r["chance_T1"]
+        why = [w for w, bad in ((f"generated unseen {v}", v != "ok"),
+                                (f"T1 {t1:.1f} below {CHANCE_MULTIPLE:g} x chance ({chance:.1f})",
+                                 t1 < CHANCE_MULTIPLE * chance)) if bad]
+        runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why)})
+    return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs),
+            "rule": f"sound, IZF-Softmax CZSL T1 >= {CHANCE_MULTIPLE:g} x chance"}
