@@ -7,7 +7,8 @@ IZF-Softmax and the Gaussian generator on it, with the collapse diagnostics of
 :mod:`izf_lib.collapse`. It is the check that the reverse pass stays sound where the development
 form collapsed: a full-size run takes about a minute on a GPU and half an hour or more on a
 2-core CPU (the AWA1 shape: 35 min in bf16 with AMX); pass a smaller ``scale`` where that is too
-long, and say so. :func:`verdict` applies the bar that the AWA1-shaped runs must clear.
+long, and say so. :func:`verdict` applies the bar that the AWA1-shaped runs must clear,
+:func:`transfer_verdict` the one for every other shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +141,10 @@ def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
     return write_csv(Path(out_dir) / "at_scale_runs.csv", rows)
 
 
-def verdict(records: list[dict[str, Any]], like: str = "AWA1") -> dict[str, Any]:
-    """Whether every ``like``-shaped run cleared the bar: sound, IZF-Softmax CZSL T1 within :data:`T1_GAP` points of
-    IZF-NBC, and GZSL U >= :data:`U_MIN`; per run, with the reason it failed."""
+def _judge(records: list[dict[str, Any]], like: str, rule: str,
+           failures: Callable[[dict[str, Any]], list[tuple[str, bool]]]) -> dict[str, Any]:
+    """Apply one bar to every ``like``-shaped run: a run passes when it is sound and none of ``failures(record)``'s
+    (reason, failed) pairs failed; a diverged run fails with that reason alone."""
     runs = []
     for r in records:
         if r["like"] != like:
@@ -150,30 +153,26 @@ def verdict(records: list[dict[str, Any]], like: str = "AWA1") -> dict[str, Any]
         if v == "diverged":
             runs.append({"seed": r["seed"], "scale": r["scale"], "passed": False, "why": "diverged"})
             continue
-        sm, nbc = r["scores"]["softmax"], r["scores"]["nbc"]
-        why = [w for w, bad in ((f"generated unseen {v}", v != "ok"),
-                                (f"T1 {sm['T1']:.1f} more than {T1_GAP:g} below IZF-NBC's {nbc['T1']:.1f}",
-                                 sm["T1"] < nbc["T1"] - T1_GAP),
-                                (f"U {sm['U']:.1f} below {U_MIN:g}", sm["U"] < U_MIN)) if bad]
+        why = [w for w, bad in ((f"generated unseen {v}", v != "ok"), *failures(r)) if bad]
         runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why)})
-    return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs),
-            "rule": f"sound, IZF-Softmax CZSL T1 >= IZF-NBC's - {T1_GAP:g}, GZSL U >= {U_MIN:g}"}
+    return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs), "rule": rule}
+
+
+def verdict(records: list[dict[str, Any]], like: str = "AWA1") -> dict[str, Any]:
+    """Whether every ``like``-shaped run cleared the bar: sound, IZF-Softmax CZSL T1 within :data:`T1_GAP` points of
+    IZF-NBC, and GZSL U >= :data:`U_MIN`; per run, with the reason it failed."""
+    def failures(r: dict[str, Any]) -> list[tuple[str, bool]]:
+        sm, nbc = r["scores"]["softmax"], r["scores"]["nbc"]
+        return [(f"T1 {sm['T1']:.1f} more than {T1_GAP:g} below IZF-NBC's {nbc['T1']:.1f}",
+                 sm["T1"] < nbc["T1"] - T1_GAP),
+                (f"U {sm['U']:.1f} below {U_MIN:g}", sm["U"] < U_MIN)]
+    return _judge(records, like, f"sound, IZF-Softmax CZSL T1 >= IZF-NBC's - {T1_GAP:g}, GZSL U >= {U_MIN:g}",
+                  failures)
 
 
 def transfer_verdict(records: list[dict[str, Any]], like: str) -> dict[str, Any]:
     """Whether every ``like``-shaped run is sound with IZF-Softmax CZSL T1 >= :data:`CHANCE_MULTIPLE` x chance."""
-    runs = []
-    for r in records:
-        if r["like"] != like:
-            continue
-        v = run_verdict(r)
-        if v == "diverged":
-            runs.append({"seed": r["seed"], "scale": r["scale"], "passed": False, "why": "diverged"})
-            continue
+    def failures(r: dict[str, Any]) -> list[tuple[str, bool]]:
         t1, chance = r["scores"]["softmax"]["T1"], r["chance_T1"]
-        why = [w for w, bad in ((f"generated unseen {v}", v != "ok"),
-                                (f"T1 {t1:.1f} below {CHANCE_MULTIPLE:g} x chance ({chance:.1f})",
-                                 t1 < CHANCE_MULTIPLE * chance)) if bad]
-        runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why)})
-    return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs),
-            "rule": f"sound, IZF-Softmax CZSL T1 >= {CHANCE_MULTIPLE:g} x chance"}
+        return [(f"T1 {t1:.1f} below {CHANCE_MULTIPLE:g} x chance ({chance:.1f})", t1 < CHANCE_MULTIPLE * chance)]
+    return _judge(records, like, f"sound, IZF-Softmax CZSL T1 >= {CHANCE_MULTIPLE:g} x chance", failures)
