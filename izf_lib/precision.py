@@ -40,10 +40,12 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Where "auto" may pick bf16: device kinds on which bf16 was measured both faster than the alternative and within
 # the fp32 seed spread (benchmarks/train_step.py, benchmarks/precision_parity.py). CPU: on a Xeon with AMX, the full
 # step about 2x fp32 and the DIGITS parity table within one fp32 seed s.d. on every score (train_step_cpu_amx_*.json,
-# precision_parity_cpu_amx.json). CUDA: at parity on an H200, but its graphed step no faster than tf32.
+# precision_parity_cpu_amx.json); on an AMD EPYC with AVX512-BF16 and no AMX, the full step 1.76x fp32 and the same
+# table within one fp32 seed s.d. on every score (train_step_cpu_avx512bf16_1.json,
+# precision_parity_cpu_avx512bf16.json). CUDA: at parity on an H200, but its graphed step no faster than tf32.
 BF16_MEASURED: dict[str, bool] = {"cpu": True, "cuda": False}
-# the CPU bf16 units those CPU measurements ran on: a CPU with only the others (AVX512-BF16 without AMX) is unmeasured
-BF16_MEASURED_CPU_UNITS: tuple[str, ...] = ("amx_bf16",)
+# the CPU bf16 units those CPU measurements ran on (a CPU with a kind of unit not listed here stays fp32 under auto)
+BF16_MEASURED_CPU_UNITS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
 # oneDNN (which runs PyTorch's bf16 CPU matmuls) can be capped below its bf16 code by ONEDNN_MAX_CPU_ISA; caps whose
 # name has none of these markers leave the bf16 units unused.
 _BF16_ISA_MARKERS = ("BF16", "AMX", "AVX10", "ALL", "DEFAULT")

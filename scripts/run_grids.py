@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="at_scale: the benchmark shapes to train (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="at_scale: seeds 0 .. N-1 (default 3)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                   help="at_scale: the runs' precision (default auto, as for train: bf16 on a CPU with AMX, "
-                        "tf32 on CUDA, else fp32; izf_lib.precision); recorded in each run's record")
+                   help="at_scale: the runs' precision (default auto, as for train: bf16 on a CPU with AMX or "
+                        "AVX512-BF16, tf32 on CUDA, else fp32; izf_lib.precision); recorded in each run's record")
     p.add_argument("--tune-trials", type=int, default=16,
                    help="tuned: trials per split's tune (default 16; trial 0 is the preset, each trial 3 folds)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
