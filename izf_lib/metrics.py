@@ -6,10 +6,12 @@ averaged over classes, so that frequent classes do not dominate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
-__all__ = ["per_class_accuracies", "per_class_accuracy", "harmonic_mean", "czsl_t1", "gzsl_scores"]
+__all__ = ["per_class_accuracies", "per_class_accuracy", "harmonic_mean", "czsl_t1", "gzsl_scores", "one_sided"]
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray | list) -> np.ndarray:
@@ -62,3 +64,10 @@ def gzsl_scores(y_true_seen, y_pred_seen, y_true_unseen, y_pred_unseen) -> dict[
     s = per_class_accuracy(y_true_seen, y_pred_seen)
     u = per_class_accuracy(y_true_unseen, y_pred_unseen)
     return {"U": u, "S": s, "H": harmonic_mean(u, s)}
+
+
+def one_sided(gzsl: Mapping[str, float]) -> str | None:
+    """"seen" when a GZSL classifier recognises no unseen image (U = 0 while S > 0), "unseen" for the converse,
+    else None: the sign of a classifier whose GZSL predictions all fall on one side, which an H of 0 alone hides."""
+    u, s = gzsl["U"], gzsl["S"]
+    return "seen" if u == 0 < s else "unseen" if s == 0 < u else None

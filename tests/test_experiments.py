@@ -210,6 +210,20 @@ def test_other_shapes_need_every_run_sound_and_three_times_chance() -> None:
     diverged = transfer_verdict([{"like": "SUN", "scale": 1.0, "seed": 0, "error": "TrainingDivergedError"}], "SUN")
     assert not diverged["passed"] and diverged["runs"][0]["why"] == "diverged"
     assert not transfer_verdict(ok, "SUN")["passed"]  # no SUN run: nothing shown
+    assert v["runs"][0]["flags"] == []
+
+
+def test_a_one_sided_gzsl_classifier_is_flagged_beside_the_bar() -> None:
+    from izf_lib.experiments.at_scale import flags, transfer_verdict
+
+    r = _scale_record("SUN", 0, 95.0, 58.0, 0.0)
+    r["scores"]["softmax"]["S"] = 80.9
+    v = transfer_verdict([r], "SUN")
+    assert v["passed"]  # the bar, declared before the runs, is unchanged
+    (flag,) = v["runs"][0]["flags"]
+    assert flag == flags(r)[0] and flag.startswith("IZF-Softmax recognises no unseen image") and "S 80.9" in flag
+    r["scores"]["softmax"]["U"] = 0.1
+    assert flags(r) == []
 
 
 @pytest.mark.slow  # trains a 2048-d surrogate

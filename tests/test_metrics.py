@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from izf_lib.metrics import czsl_t1, gzsl_scores, harmonic_mean, per_class_accuracy
+from izf_lib.metrics import czsl_t1, gzsl_scores, harmonic_mean, one_sided, per_class_accuracy
 
 
 def test_per_class_accuracy_averages_classes_not_samples() -> None:
@@ -54,3 +54,15 @@ def test_per_class_accuracies_by_class() -> None:
     from izf_lib.metrics import per_class_accuracies
 
     assert per_class_accuracies([0, 0, 5, 5, 5], [0, 1, 5, 5, 0]) == {0: 0.5, 5: pytest.approx(2 / 3)}
+
+
+def test_one_sided_names_the_side_a_gzsl_classifier_keeps_to() -> None:
+    # seen classes {0, 1}, unseen {2}: every image predicted as class 0 recognises no unseen image
+    y_seen, y_unseen = torch.tensor([0, 0, 1]), torch.tensor([2, 2])
+    all_seen = gzsl_scores(y_seen, torch.tensor([0, 0, 0]), y_unseen, torch.tensor([0, 0]))
+    assert all_seen["U"] == 0.0 and all_seen["S"] == 0.5 and one_sided(all_seen) == "seen"
+    all_unseen = gzsl_scores(y_seen, torch.tensor([2, 2, 2]), y_unseen, torch.tensor([2, 2]))
+    assert one_sided(all_unseen) == "unseen"
+    both = gzsl_scores(y_seen, torch.tensor([0, 1, 1]), y_unseen, torch.tensor([2, 0]))
+    assert one_sided(both) is None
+    assert one_sided({"U": 0.0, "S": 0.0}) is None  # nothing recognised: no side kept

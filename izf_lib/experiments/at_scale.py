@@ -27,6 +27,7 @@ import torch
 from ..config import IZFConfig
 from ..data import load_xlsa17
 from ..experiment import fit
+from ..metrics import one_sided
 from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
 from .digits_splits import score_baseline
 from .grid import Call, objective_stamp, write_csv, write_json_atomic
@@ -34,7 +35,7 @@ from .immd_forms import run_verdict
 from .zsl_baselines import GaussianGenerator
 
 __all__ = ["SHAPES", "D_V", "DATA_SEED", "setting_name", "run_at_scale", "at_scale_calls", "read_records",
-           "write_at_scale_csv", "verdict"]
+           "write_at_scale_csv", "verdict", "transfer_verdict", "flags"]
 
 SHAPES = ("AWA1", "CUB", "SUN")
 D_V = 2048  # ResNet-101's feature dimension
@@ -141,6 +142,21 @@ def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
     return write_csv(Path(out_dir) / "at_scale_runs.csv", rows)
 
 
+def flags(record: dict[str, Any]) -> list[str]:
+    """What is wrong with a run's classifiers beyond its bar: each one whose GZSL predictions fall on one side
+    (:func:`izf_lib.metrics.one_sided`), named with its U and S. Shown beside the verdict, never folded into it."""
+    names = {"nbc": "IZF-NBC", "softmax": "IZF-Softmax", "gaussian": "Gaussian generator"}
+    out = []
+    for key, name in names.items():
+        gz = record.get("scores", {}).get(key)
+        side = one_sided(gz) if gz and {"U", "S"} <= gz.keys() else None
+        if side:
+            other = "unseen" if side == "seen" else "seen"
+            out.append(f"{name} recognises no {other} image in GZSL (U {gz['U']:.1f}, S {gz['S']:.1f}): "
+                       f"its GZSL predictions fall on the {side} side")
+    return out
+
+
 def _judge(records: list[dict[str, Any]], like: str, rule: str,
            failures: Callable[[dict[str, Any]], list[tuple[str, bool]]]) -> dict[str, Any]:
     """Apply one bar to every ``like``-shaped run: a run passes when it is sound and none of ``failures(record)``'s
@@ -154,7 +170,8 @@ def _judge(records: list[dict[str, Any]], like: str, rule: str,
             runs.append({"seed": r["seed"], "scale": r["scale"], "passed": False, "why": "diverged"})
             continue
         why = [w for w, bad in ((f"generated unseen {v}", v != "ok"), *failures(r)) if bad]
-        runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why)})
+        runs.append({"seed": r["seed"], "scale": r["scale"], "passed": not why, "why": "; ".join(why),
+                     "flags": flags(r)})
     return {"like": like, "runs": runs, "passed": bool(runs) and all(x["passed"] for x in runs), "rule": rule}
 
 
