@@ -19,7 +19,7 @@ from .losses import IMQ_SCALES
 from .precision import PRECISION_CHOICES
 
 __all__ = ["IZFConfig", "DEFAULT_PRESET", "SELECTION_RULES", "IMMD_FORMS", "BOUNDED_FORMS", "SCALE_BASES",
-           "CLASSIFIERS", "PRESETS"]
+           "LC_REDUCTIONS", "CLASSIFIERS", "PRESETS"]
 
 SELECTION_RULES = ("final", "val", "best_test")
 # The forms of L_iMMD (izf_lib.losses.immd_from_terms). "neg_mmd2_biased" is the development code's
@@ -32,6 +32,9 @@ BOUNDED_FORMS = ("neg_mmd2_bounded", "neg_mmd2_hinge")  # the forms on the bound
 # What the iMMD kernel scales are measured in (izf_lib.losses.kernel_scales): "fixed" takes mmd_scales as they
 # are; "median" multiplies them by the median squared distance between real seen training features.
 SCALE_BASES = ("fixed", "median")
+# How L_C adds up its per-class distances (izf_lib.losses.centralizing_loss): "sum" over the batch's classes, as the
+# development code does, so its weight grows with the classes a batch holds; "mean" over them, the same at any count.
+LC_REDUCTIONS = ("sum", "mean")
 CLASSIFIERS = ("nbc", "softmax")  # IZF-NBC and IZF-Softmax
 
 # Named run profiles (overrides of the defaults below), used by the chapters and `make results`.
@@ -59,6 +62,7 @@ class IZFConfig:
     # loss weights
     lambda_flow: float = 2.0     # dev (lambda_1)
     lambda_c: float = 1.0        # dev (lambda_2)
+    lc_reduction: str = "sum"    # dev: L_C summed over the batch's classes; "mean": averaged over them
     lambda_immd: float = 0.1     # supp. 4.2: lambda_3 = 0.1
     mmd_scales: tuple[float, ...] = IMQ_SCALES  # dev: multi-scale IMQ kernel (losses.IMQ_SCALES)
     immd_form: str = "neg_mmd2_hinge"  # ours: chosen on surrogates (experiments.immd_forms); dev: "neg_mmd2_biased"
@@ -92,6 +96,8 @@ class IZFConfig:
         self.mmd_scales = tuple(float(s) for s in self.mmd_scales)
         if self.immd_form not in IMMD_FORMS:
             raise ValueError(f"immd_form must be one of {IMMD_FORMS}, got '{self.immd_form}'")
+        if self.lc_reduction not in LC_REDUCTIONS:
+            raise ValueError(f"lc_reduction must be one of {LC_REDUCTIONS}, got '{self.lc_reduction}'")
         if self.mmd_scale_basis not in SCALE_BASES:
             raise ValueError(f"mmd_scale_basis must be one of {SCALE_BASES}, got '{self.mmd_scale_basis}'")
         if not self.mmd_scales or min(self.mmd_scales) <= 0:

@@ -73,11 +73,13 @@ def centre_latents(att: Tensor, classes: Tensor, d_v: int) -> Tensor:
 
 def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor,
                       groups: tuple[Tensor, Tensor, Tensor] | None = None,
-                      centres: Tensor | None = None) -> Tensor:
+                      centres: Tensor | None = None, reduction: str = "sum") -> Tensor:
     """L_C: sum over the classes y in the batch of || f^{-1}([a_y, 0]) - mean of the batch's v of class y ||_2.
 
     Pulls each class's "centre" generation onto the class mean of real features
-    (development code; the exact form in the main paper is a reconstruction). ``groups`` is
+    (development code; the exact form in the main paper is a reconstruction). ``reduction`` "mean"
+    divides the sum by the number of classes in the batch, so L_C weighs the same against L_flow
+    whether a batch holds 7 classes or 230 (``IZFConfig.lc_reduction``). ``groups`` is
     :func:`class_groups` of ``y``, when the caller has it already, or :func:`fixed_class_groups`
     (classes with count 0 are left out of the sum). ``centres`` (K, d_v) is f^{-1} of
     :func:`centre_latents` of ``groups``' classes when the caller ran that reverse pass itself
@@ -90,7 +92,12 @@ def centralizing_loss(flow: torch.nn.Module, v: Tensor, y: Tensor, att: Tensor,
         centres = flow.inverse(centre_latents(att, classes, v.shape[1]))
     means = means / counts.clamp_min(1).to(v.dtype)[:, None]
     present = (counts > 0).to(v.dtype)  # classes absent from the batch (count 0) add nothing
-    return ((centres - means).norm(dim=1) * present).sum()
+    total = ((centres - means).norm(dim=1) * present).sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / present.sum().clamp_min(1.0)
+    raise ValueError(f"reduction must be 'sum' or 'mean', got '{reduction}'")
 
 
 def fixed_class_groups(y: Tensor, classes: Tensor) -> tuple[Tensor, Tensor, Tensor]:

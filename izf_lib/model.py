@@ -142,7 +142,8 @@ class IZF(nn.Module):
             z_rows.append(self._latents(self.att[unseen[pick]], generator, z_f_gen))
         v_rev = self.flow.inverse(torch.cat(z_rows)) if z_rows else None
         if cfg.lambda_c:
-            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups, centres=v_rev[:n_centres])
+            out["l_c"] = losses.centralizing_loss(self.flow, v, y, self.att, groups, centres=v_rev[:n_centres],
+                                               reduction=cfg.lc_reduction)
             total = total + cfg.lambda_c * out["l_c"]
         if generates:
             v_gen = v_rev[n_centres:]

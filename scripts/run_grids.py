@@ -24,7 +24,8 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
             beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 is full size (a minute a
             run on a GPU with --device cuda --jobs 1; on 2 CPU cores 35 min or more a run, --jobs 1), else pass a
             smaller --scale; --shapes and --seeds N take a subset
-            (each run gets cpu_count // jobs threads: 2048-d products gain from them)
+            (each run gets cpu_count // jobs threads: 2048-d products gain from them); --lc-reduction R trains with
+            L_C reduced by R, into results/at_scale_lc_R/ where R is not the library's default
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -44,7 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from izf_lib.config import PRESETS, IZFConfig  # noqa: E402
+from izf_lib.config import LC_REDUCTIONS, PRESETS, IZFConfig  # noqa: E402
 from izf_lib.experiments import ablation, at_scale, diagnosis, digits_splits, immd_forms, oracle, toy  # noqa: E402
 from izf_lib.experiments.engine import GridRunError, add_engine_arguments, run_calls, settings_from_args  # noqa: E402
 from izf_lib.experiments.grid import claim_folder, write_json_atomic  # noqa: E402
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="at_scale: the runs' precision (default auto, as for train: bf16 on a CPU with AMX or "
                         "AVX512-BF16, tf32 on CUDA, else fp32; izf_lib.precision); recorded in each run's record")
+    p.add_argument("--lc-reduction", choices=LC_REDUCTIONS, default=IZFConfig.lc_reduction,
+                   help="at_scale: how L_C adds up its classes (default: the library's, into results/at_scale/; "
+                        "another into results/at_scale_lc_<value>/)")
     p.add_argument("--tune-trials", type=int, default=16,
                    help="tuned: trials per split's tune (default 16; trial 0 is the preset, each trial 3 folds)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
@@ -156,16 +160,18 @@ def main(argv: list[str] | None = None) -> int:
 
         writers.append(write_choice)
     if "at_scale" in args.only:
-        claim_folder(out / "at_scale")
+        scale_dir = out / at_scale.folder_name(args.lc_reduction)
+        claim_folder(scale_dir, IZFConfig(lc_reduction=args.lc_reduction))
         scale_root = Path(tempfile.mkdtemp(prefix="izf_surrogates_")) if smoke else ROOT / "runs" / "data" / "at_scale"
-        calls += at_scale.at_scale_calls(out / "at_scale", scale=0.02 if smoke else args.scale,
+        lc = {} if args.lc_reduction == IZFConfig.lc_reduction else {"lc_reduction": args.lc_reduction}
+        calls += at_scale.at_scale_calls(scale_dir, scale=0.02 if smoke else args.scale,
                                          seeds=range(1 if smoke else args.seeds), epochs=1 if smoke else 100,
                                          data_root=scale_root, device=args.device,
                                          shapes=("AWA1",) if smoke else tuple(args.shapes),
-                                         extra={"softmax_steps": 5, "hidden": 16, "precision": "fp32"} if smoke
-                                         else {"precision": args.precision},
+                                         extra={"softmax_steps": 5, "hidden": 16, "precision": "fp32", **lc} if smoke
+                                         else {"precision": args.precision, **lc},
                                          threads=max(1, (os.cpu_count() or 1) // args.jobs))
-        writers.append(lambda: at_scale.write_at_scale_csv(out / "at_scale"))
+        writers.append(lambda: at_scale.write_at_scale_csv(scale_dir))
     if "oracle" in args.only:
         claim_folder(out / "oracle")
         calls += oracle.oracle_grid_calls(out / "oracle", range(1 if smoke else 10))

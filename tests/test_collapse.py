@@ -109,6 +109,8 @@ def test_each_immd_form_is_its_formula_and_the_default_is_the_chosen_one() -> No
     assert choice["chosen"] in {**CANDIDATES, **ROUND2} and choice["round1"]["chosen"] in CANDIDATES
     with pytest.raises(ValueError, match="immd_form must be one of"):
         IZFConfig(immd_form="repulsive?")
+    with pytest.raises(ValueError, match="lc_reduction must be one of"):
+        IZFConfig(lc_reduction="median")
 
 
 @pytest.mark.parametrize("form", ["neg_mmd2_unbiased", "cross_only"])
@@ -136,6 +138,7 @@ def test_settings_added_later_leave_stored_grid_fingerprints_unchanged() -> None
     assert config_key(dev) == hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     assert config_key(IZFConfig(**{**KEY_NEUTRAL, "immd_form": "cross_only"})) != config_key(dev)
     assert config_key(IZFConfig(**{**KEY_NEUTRAL, "mmd_scale_basis": "median"})) != config_key(dev)
+    assert config_key(IZFConfig(**{**KEY_NEUTRAL, "lc_reduction": "mean"})) != config_key(dev)
 
 
 def test_the_hinge_form_stops_the_push_at_its_margin() -> None:

@@ -115,6 +115,14 @@ def test_a_grid_folder_of_another_objective_is_never_resumed_into(tmp_path) -> N
     fresh = tmp_path / "fresh"
     claim_folder(fresh, IZFConfig(immd_form="neg_mmd2_bounded"))
     assert read_stamp(fresh)["immd_form"] == "neg_mmd2_bounded"
+    # a stamp written before lc_reduction existed: its runs summed L_C, and are not resumed into by "mean" runs
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "objective.stamp").write_text('{"immd_form": "neg_mmd2_hinge", "mmd_scale_basis": "fixed"}\n')
+    assert read_stamp(older)["lc_reduction"] == "sum"
+    claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="sum"))
+    with pytest.raises(ValueError, match="holds runs trained with"):
+        claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="mean"))
 
 
 def _form_row(candidate: str, h: float, verdict: str = "ok", setting: str = "s", seed: int = 0) -> dict:
@@ -226,6 +234,32 @@ def test_a_one_sided_gzsl_classifier_is_flagged_beside_the_bar() -> None:
     assert flags(r) == []
 
 
+def test_lc_reduction_choice_follows_its_declared_rule() -> None:
+    from izf_lib.experiments.at_scale import lc_reduction_choice
+
+    def rec(like: str, seed: int, u: float, h: float, verdict: str = "ok") -> dict:
+        r = _scale_record(like, seed, 90.0, 80.0, u, verdict)
+        r["scores"]["softmax"].update(S=80.0, H=h)
+        return r
+
+    sums = [rec("SUN", 0, 0.0, 0.0), rec("CUB", 0, 80.0, 88.0), rec("AWA1", 0, 98.0, 99.0)]
+    mean_ok = [rec("SUN", 0, 60.0, 70.0), rec("CUB", 0, 78.0, 83.5)]
+    c = lc_reduction_choice(sums, mean_ok)
+    assert c["chosen"] == "mean" and [p["passed"] for p in c["pairs"]] == [True, True]
+    # a pair of sum's that is not sound (SUN: one-sided) only needs mean to be sound
+    assert c["pairs"][0]["sum_sound"] is False and c["pairs"][0]["mean_sound"] is True
+    lower = lc_reduction_choice(sums, [rec("SUN", 0, 60.0, 70.0), rec("CUB", 0, 78.0, 82.9)])
+    assert lower["chosen"] == "sum" and "more than 5 below sum's 88.0" in lower["reason"]
+    one_sided = lc_reduction_choice(sums, [rec("SUN", 0, 0.0, 0.0), rec("CUB", 0, 80.0, 88.0)])
+    assert one_sided["chosen"] == "sum" and "not sound" in one_sided["reason"]
+    collapsed = lc_reduction_choice(sums, [rec("SUN", 0, 60.0, 70.0), rec("CUB", 0, 80.0, 88.0, "collapsed")])
+    assert collapsed["chosen"] == "sum" and "collapsed" in collapsed["reason"]
+    only_sun = lc_reduction_choice(sums, [rec("SUN", 0, 60.0, 70.0)])
+    assert only_sun["chosen"] == "sum" and "needs SUN and one other shape" in only_sun["reason"]
+    unpaired = lc_reduction_choice(sums, [rec("SUN", 0, 60.0, 70.0), rec("CUB", 1, 80.0, 88.0)])  # no CUB seed 1 sum
+    assert unpaired["chosen"] == "sum" and len(unpaired["pairs"]) == 1
+
+
 @pytest.mark.slow  # trains a 2048-d surrogate
 def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_path: Path) -> None:
     from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv
@@ -242,6 +276,7 @@ def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_p
     assert record["d_v"] == 2048 and set(record["scores"]) == {"nbc", "softmax", "gaussian"}
     assert record["objective"]["immd_form"] == IZFConfig().immd_form and record["chance_T1"] == 10.0
     assert record["collapse"]["collapsed"] in (True, False) and len(record["history"]) == 1
+    assert {"l_flow", "l_c", "l_immd"} <= record["history"][0].keys()
     assert at_scale_calls(tmp_path, scale=0.02, seeds=[0], epochs=1, shapes=("AWA1",)) == []  # done: resumed
     with write_at_scale_csv(tmp_path).open() as f:
         rows = list(csv.DictReader(f))

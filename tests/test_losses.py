@@ -85,6 +85,19 @@ def test_centralizing_loss_matches_its_definition() -> None:
     assert all(p.grad is not None for p in flow.parameters())
 
 
+def test_centralizing_loss_mean_divides_by_the_classes_in_the_batch() -> None:
+    torch.manual_seed(1)
+    flow = IZFFlow(5, n_blocks=2, hidden=8).double()
+    att = torch.rand(4, 2, dtype=torch.float64)
+    v = torch.randn(7, 5, dtype=torch.float64)
+    y = torch.tensor([0, 2, 2, 3, 0, 0, 2])  # three classes present, class 1 absent
+    total = centralizing_loss(flow, v, y, att)
+    mean = centralizing_loss(flow, v, y, att, reduction="mean")
+    torch.testing.assert_close(mean, total / 3)
+    with pytest.raises(ValueError, match="reduction"):
+        centralizing_loss(flow, v, y, att, reduction="median")
+
+
 def test_flow_nll_is_minus_log_density_per_dimension() -> None:
     torch.manual_seed(1)
     flow = IZFFlow(6, n_blocks=2, hidden=8).double()

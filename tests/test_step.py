@@ -47,6 +47,9 @@ def test_fixed_class_groups_give_the_same_centralizing_loss_and_gradient() -> No
     assert abs(float(static.detach()) - float(dynamic.detach())) < 1e-5 * abs(float(dynamic.detach()))
     assert max(float((a - b).abs().max()) for a, b in zip(grads_d, grads_s, strict=True)) < 1e-5
     assert float(dynamic.detach()) > 0  # the absent classes were left out, not the present ones
+    # averaged: over the 4 classes present (0, 2, 5, 6), not the 7 of the fixed list
+    static_mean = centralizing_loss(flow, v, y, att, fixed, reduction="mean")
+    assert abs(float(static_mean.detach()) - float(dynamic.detach()) / 4) < 1e-5 * abs(float(dynamic.detach()))
 
 
 def test_pre_drawn_noise_gives_the_objective_the_same_numbers_as_its_generator() -> None:

@@ -34,8 +34,8 @@ from .grid import Call, objective_stamp, write_csv, write_json_atomic
 from .immd_forms import run_verdict
 from .zsl_baselines import GaussianGenerator
 
-__all__ = ["SHAPES", "D_V", "DATA_SEED", "setting_name", "run_at_scale", "at_scale_calls", "read_records",
-           "write_at_scale_csv", "verdict", "transfer_verdict", "flags"]
+__all__ = ["SHAPES", "D_V", "DATA_SEED", "H_TOLERANCE", "folder_name", "setting_name", "run_at_scale", "at_scale_calls",
+           "read_records", "write_at_scale_csv", "verdict", "transfer_verdict", "flags", "sound", "lc_reduction_choice"]
 
 SHAPES = ("AWA1", "CUB", "SUN")
 D_V = 2048  # ResNet-101's feature dimension
@@ -45,6 +45,14 @@ T1_GAP = 10.0
 U_MIN = 50.0  # ... and at least this GZSL U
 # The bar for every other shape, where IZF-NBC is no yardstick: sound, and CZSL T1 this many times chance
 CHANCE_MULTIPLE = 3.0
+# lc_reduction_choice: "mean" may cost IZF-Softmax at most this much GZSL H where "sum" is sound (one seed a pair)
+H_TOLERANCE = 5.0
+
+
+def folder_name(lc_reduction: str) -> str:
+    """Where runs of an L_C reduction live under results/: ``at_scale`` for the library's default, else
+    ``at_scale_lc_<value>`` (a grid folder never mixes objectives: :func:`~izf_lib.experiments.grid.claim_folder`)."""
+    return "at_scale" if lc_reduction == IZFConfig.lc_reduction else f"at_scale_lc_{lc_reduction}"
 
 
 def setting_name(like: str, scale: float) -> str:
@@ -99,7 +107,7 @@ def _train_and_record(path: Path, like: str, scale: float, seed: int, epochs: in
         "scores": {**{clf: result.scores(clf) for clf in result.gzsl}, "gaussian": gauss},
         "collapse": result.collapse, "immd_kernel": result.immd_kernel,
         "seconds": {**result.timings, "gaussian": time.perf_counter() - t0},
-        "history": [{k: r.get(k) for k in ("epoch", "l_immd", "k_ss", "k_uu", "k_su", "gen")}
+        "history": [{k: r.get(k) for k in ("epoch", "l_flow", "l_c", "l_immd", "k_ss", "k_uu", "k_su", "gen")}
                     for r in result.history],
     })
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,3 +201,49 @@ def transfer_verdict(records: list[dict[str, Any]], like: str) -> dict[str, Any]
         t1, chance = r["scores"]["softmax"]["T1"], r["chance_T1"]
         return [(f"T1 {t1:.1f} below {CHANCE_MULTIPLE:g} x chance ({chance:.1f})", t1 < CHANCE_MULTIPLE * chance)]
     return _judge(records, like, f"sound, IZF-Softmax CZSL T1 >= {CHANCE_MULTIPLE:g} x chance", failures)
+
+
+def sound(record: dict[str, Any]) -> bool:
+    """A run whose generated unseen set is neither collapsed nor scattered and whose IZF-Softmax predicts both sides
+    in GZSL (:func:`flags`)."""
+    return run_verdict(record) == "ok" and not any(f.startswith("IZF-Softmax ") for f in flags(record))
+
+
+def lc_reduction_choice(sum_records: list[dict[str, Any]], mean_records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rule, declared before the 100-epoch runs, that picks L_C's default reduction (``IZFConfig.lc_reduction``).
+
+    It compares full-size runs of the same shape and seed under "sum" (the development code's) and "mean". "mean"
+    passes a pair when it is :func:`sound`, and, where "sum" is sound too, its IZF-Softmax GZSL H is at most
+    :data:`H_TOLERANCE` points below sum's. "mean" becomes the default when it passes every pair and the pairs cover
+    the SUN shape (where "sum" left IZF-Softmax one-sided) and at least one other shape; otherwise "sum" stays.
+    """
+    by_key = {(r["like"], r["seed"]): r for r in sum_records if r["scale"] == 1.0}
+    pairs = []
+    for m in mean_records:
+        s = by_key.get((m["like"], m["seed"]))
+        if m["scale"] != 1.0 or s is None:
+            continue
+        why = []
+        if not sound(m):
+            why.append("mean is not sound (" + "; ".join([run_verdict(m), *flags(m)]) + ")")
+        elif sound(s):
+            h_s, h_m = s["scores"]["softmax"]["H"], m["scores"]["softmax"]["H"]
+            if h_m < h_s - H_TOLERANCE:
+                why.append(f"IZF-Softmax H {h_m:.1f} more than {H_TOLERANCE:g} below sum's {h_s:.1f}")
+        pairs.append({"like": m["like"], "seed": m["seed"], "sum_sound": sound(s), "mean_sound": sound(m),
+                      "sum_H": s["scores"]["softmax"]["H"] if "scores" in s else math.nan,
+                      "mean_H": m["scores"]["softmax"]["H"] if "scores" in m else math.nan,
+                      "passed": not why, "why": "; ".join(why)})
+    shapes = {p["like"] for p in pairs}
+    covered = "SUN" in shapes and len(shapes) > 1
+    chosen = "mean" if covered and all(p["passed"] for p in pairs) else "sum"
+    if chosen == "mean":
+        reason = f"mean passed every pair on {sorted(shapes)}"
+    elif not covered:
+        reason = f"the pairs cover {sorted(shapes) or 'no shape'}: the rule needs SUN and one other shape"
+    else:
+        reason = "mean failed " + ", ".join(f"{p['like']} seed {p['seed']} ({p['why']})" for p in pairs
+                                            if not p["passed"])
+    return {"pairs": pairs, "chosen": chosen, "reason": reason,
+            "rule": f"mean is sound on every full-size pair and within {H_TOLERANCE:g} H of a sound sum; pairs on SUN "
+                    "and one other shape"}

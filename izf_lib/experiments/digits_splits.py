@@ -101,7 +101,7 @@ def run_digits_split(unseen: tuple[int, ...], config: IZFConfig, run_dir: str | 
 
 
 # Settings added after grids were stored: at these values they leave the fingerprint as it was.
-KEY_NEUTRAL = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed"}
+KEY_NEUTRAL = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed", "lc_reduction": "sum"}
 
 
 def config_key(config: IZFConfig) -> str:

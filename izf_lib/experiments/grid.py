@@ -20,7 +20,7 @@ import torch
 from ..experiment import write_text_atomic
 
 __all__ = ["Call", "run_jobs", "usable_cores", "write_json_atomic", "write_csv", "read_csv_rows", "gather_json_rows",
-           "OBJECTIVE_KEYS", "objective_stamp", "read_stamp", "claim_folder"]
+           "OBJECTIVE_KEYS", "objective_stamp", "complete_stamp", "read_stamp", "claim_folder"]
 
 
 def _single_threaded(call: tuple[Callable[..., Any], Any]) -> Any:
@@ -107,8 +107,9 @@ def gather_json_rows(out_dir: Path, csv_name: str, key: Callable[[dict[str, Any]
 
 
 # The settings that define IZF's objective and were added after grids were first stored: a folder of runs
-# without a stamp was trained when only these values existed (the development code's L_iMMD).
-OBJECTIVE_KEYS = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed"}
+# without a stamp (or a stamp without a key) was trained when only these values existed (the development code's
+# L_iMMD and L_C).
+OBJECTIVE_KEYS = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed", "lc_reduction": "sum"}
 STAMP = "objective.stamp"  # not *.json: gather_json_rows reads every *.json as a run
 
 
@@ -120,12 +121,18 @@ def objective_stamp(config: Any = None) -> dict[str, Any]:
     return {k: getattr(config, k) for k in OBJECTIVE_KEYS}
 
 
+def complete_stamp(stamp: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored objective with every key of :data:`OBJECTIVE_KEYS`: a key it lacks was added after it was written,
+    so its runs had that key's legacy value (None, from a record that predates stamps: all legacy values)."""
+    return {**OBJECTIVE_KEYS, **(stamp or {})}
+
+
 def read_stamp(folder: str | Path) -> dict[str, Any] | None:
     """The objective a grid folder's runs were trained with: its stamp, or :data:`OBJECTIVE_KEYS` for a folder of
     runs stored before stamps existed; None for a folder with no runs."""
     folder = Path(folder)
     if (folder / STAMP).is_file():
-        return json.loads((folder / STAMP).read_text())
+        return complete_stamp(json.loads((folder / STAMP).read_text()))
     return dict(OBJECTIVE_KEYS) if folder.is_dir() and any(folder.iterdir()) else None
 
 
