@@ -24,11 +24,12 @@ from .collapse import COLLAPSED_SPREAD_RATIO, SCATTERED_SPREAD_RATIO, collapse_s
 from .config import CLASSIFIERS, IZFConfig
 from .data import ZSLData, validation_split
 from .evaluation import evaluation_generator, score, score_benchmark
+from .metrics import one_sided as gzsl_one_sided
 from .model import IZF
 from .precision import choose_precision
 from .train import resolve_device, train_model
 
-__all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "select_epochs", "fit"]
+__all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "OneSidedWarning", "select_epochs", "fit"]
 
 RESULTS_FILE = "results.json"
 
@@ -45,6 +46,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 class CollapseWarning(UserWarning):
     """A run whose generated unseen features collapsed or scattered (izf_lib.collapse): IZF-Softmax is not sound."""
+
+
+class OneSidedWarning(UserWarning):
+    """A classifier whose GZSL predictions all fall on one side (:func:`izf_lib.metrics.one_sided`): its H of 0
+    says it failed, not how; U = 0 with IZF-Softmax means its generated unseen classes lie away from real ones."""
+
+
+CLASSIFIER_NAMES = {"nbc": "IZF-NBC", "softmax": "IZF-Softmax"}
 
 
 SELECTION_NOTES = {
@@ -81,6 +90,10 @@ class RunResult:
     def scores(self, clf: str) -> dict[str, float]:
         """T1, U, S and H (percent) of one classifier at its selected epoch."""
         return {"T1": self.czsl[clf]["T1"], **{k: self.gzsl[clf][k] for k in ("U", "S", "H")}}
+
+    def one_sided(self) -> dict[str, str]:
+        """The classifiers whose GZSL predictions fall on one side, with that side ("seen" or "unseen")."""
+        return {clf: side for clf in self.gzsl if (side := gzsl_one_sided(self.gzsl[clf]))}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,4 +237,10 @@ def fit(
             f"{c['final_spread_ratio']:.3g}, {since}): IZF-Softmax is trained on unseen classes unlike any real "
             f"class; see {out / RESULTS_FILE} 'collapse' and the per-epoch 'gen' and k_* records",
             CollapseWarning, stacklevel=2)
+    for clf, side in result.one_sided().items():
+        gz = result.gzsl[clf]
+        warnings.warn(
+            f"{data.name}, seed {config.seed}: {CLASSIFIER_NAMES.get(clf, clf)} recognises no "
+            f"{'unseen' if side == 'seen' else 'seen'} test image in GZSL (U {gz['U']:.1f}, S {gz['S']:.1f}): every "
+            f"GZSL prediction falls on the {side} side", OneSidedWarning, stacklevel=2)
     return result

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .experiment import RESULTS_FILE, RunResult
+from .experiment import CLASSIFIER_NAMES, RESULTS_FILE, RunResult
+from .metrics import one_sided
 
-__all__ = ["BENCHMARK_COLUMNS", "benchmark_rows", "upsert_benchmark_rows", "collect"]
+__all__ = ["BENCHMARK_COLUMNS", "benchmark_rows", "flagged_rows", "upsert_benchmark_rows", "collect"]
 
 # no timings: they vary run to run (see results.json)
 BENCHMARK_COLUMNS = ["dataset", "seed", "classifier", "selection", "epoch", "T1", "U", "S", "H",
@@ -35,6 +36,21 @@ def benchmark_rows(result: RunResult, quick: bool) -> list[dict[str, Any]]:
         "epochs": result.config["epochs"], "quick": quick, "device": result.environment["device"],
         "collapsed": flag("collapsed", clf), "scattered": flag("scattered", clf),
     } for clf in result.gzsl]
+
+
+def flagged_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per benchmark row whose numbers do not measure the method: IZF-Softmax trained on a collapsed or
+    scattered generated unseen set, or any classifier whose GZSL predictions all fall on one side."""
+    out = []
+    for r in rows:
+        what = [k for k in ("collapsed", "scattered") if str(r.get(k, "")) == "True"]
+        side = one_sided({"U": float(r["U"]), "S": float(r["S"])})
+        if side:
+            what.append(f"one-sided (every GZSL prediction {side}: U {float(r['U']):.1f}, S {float(r['S']):.1f})")
+        if what:
+            name = CLASSIFIER_NAMES.get(str(r["classifier"]), str(r["classifier"]))
+            out.append(f"{r['dataset']} seed {r['seed']} {name}: " + "; ".join(what))
+    return out
 
 
 def _row_order(r: dict[str, Any]) -> tuple:
@@ -83,6 +99,7 @@ def collect(runs_root: str | os.PathLike, results_dir: str | os.PathLike, manife
             split_rows.extend(csv.DictReader(fh))
     if split_rows:
         _write_csv(out / "digits_splits.csv", split_rows, list(split_rows[0].keys()))
-    manifest = {**manifest, "benchmark_rows": len(rows), "digits_split_rows": len(split_rows)}
+    manifest = {**manifest, "benchmark_rows": len(rows), "digits_split_rows": len(split_rows),
+                "flagged": flagged_rows(sorted(rows, key=_row_order))}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest

@@ -74,6 +74,21 @@ def test_collect_gathers_runs_and_splits(tmp_path: Path) -> None:
     assert list(rows[0]) == BENCHMARK_COLUMNS
     assert rows[0]["dataset"] == "X" and float(rows[0]["H"]) == 18.0 and rows[0]["selection"] == "final"
     assert json.loads((tmp_path / "results" / "manifest.json").read_text())["quick"] is True
+    assert m["flagged"] == []
+
+
+def test_flagged_rows_name_collapsed_and_one_sided_runs() -> None:
+    from izf_lib.results import flagged_rows
+
+    base = {"dataset": "SUN", "seed": 0, "T1": 50.0, "H": 0.0, "collapsed": "", "scattered": ""}
+    rows = [{**base, "classifier": "nbc", "U": 40.0, "S": 60.0, "H": 48.0},
+            {**base, "classifier": "softmax", "U": 0.0, "S": 80.9},
+            {**base, "seed": 1, "classifier": "softmax", "U": 55.0, "S": 70.0, "collapsed": "True"},
+            {**base, "seed": 2, "classifier": "softmax", "U": 0.0, "S": 0.0}]  # nothing right: not one-sided
+    assert flagged_rows(rows) == [
+        "SUN seed 0 IZF-Softmax: one-sided (every GZSL prediction seen: U 0.0, S 80.9)",
+        "SUN seed 1 IZF-Softmax: collapsed",
+    ]
 
 
 def test_upsert_replaces_same_key_and_keeps_others(tmp_path: Path) -> None:

@@ -86,6 +86,24 @@ def test_digits_grid_rows_do_not_depend_on_workers_and_resume(tmp_path) -> None:
     assert run_digits_grid([(3, 6, 9)], [0], other, tmp_path / "a", progress=False).read_text() != first  # not reused
 
 
+def test_fit_warns_of_a_one_sided_gzsl_classifier(tmp_path, monkeypatch) -> None:
+    import izf_lib.experiment as experiment
+
+    real = experiment.score_benchmark
+
+    def softmax_sees_no_unseen(*args, **kwargs):  # as a softmax trained on misplaced unseen features scores
+        out = real(*args, **kwargs)
+        out["gzsl"]["softmax"].update(U=0.0, H=0.0)
+        return out
+
+    monkeypatch.setattr(experiment, "score_benchmark", softmax_sees_no_unseen)
+    prepare_digits(tmp_path)
+    data = load_xlsa17("DIGITS", tmp_path)
+    with pytest.warns(experiment.OneSidedWarning, match="IZF-Softmax recognises no unseen test image in GZSL"):
+        res = fit(data, _tiny(), tmp_path / "run", device="cpu", progress=False)
+    assert res.one_sided() == {"softmax": "seen"}
+
+
 def test_feature_scaling_and_softmax_balance_are_checked(tmp_path) -> None:
     prepare_digits(tmp_path)
     std = load_xlsa17("DIGITS", tmp_path, feature_scaling="standard")
