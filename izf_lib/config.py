@@ -33,7 +33,8 @@ BOUNDED_FORMS = ("neg_mmd2_bounded", "neg_mmd2_hinge")  # the forms on the bound
 # are; "median" multiplies them by the median squared distance between real seen training features.
 SCALE_BASES = ("fixed", "median")
 # How L_C adds up its per-class distances (izf_lib.losses.centralizing_loss): "sum" over the batch's classes, as the
-# development code does, so its weight grows with the classes a batch holds; "mean" over them, the same at any count.
+# development code does, so its weight grows with the classes a batch holds; "mean" over them (the default), the same
+# at any count. izf_lib.experiments.at_scale.lc_reduction_choice chose it by a rule declared before its runs.
 LC_REDUCTIONS = ("sum", "mean")
 CLASSIFIERS = ("nbc", "softmax")  # IZF-NBC and IZF-Softmax
 
@@ -62,7 +63,7 @@ class IZFConfig:
     # loss weights
     lambda_flow: float = 2.0     # dev (lambda_1)
     lambda_c: float = 1.0        # dev (lambda_2)
-    lc_reduction: str = "sum"    # dev: L_C summed over the batch's classes; "mean": averaged over them
+    lc_reduction: str = "mean"   # ours: chosen at scale (experiments.at_scale.lc_reduction_choice); dev: "sum"
     lambda_immd: float = 0.1     # supp. 4.2: lambda_3 = 0.1
     mmd_scales: tuple[float, ...] = IMQ_SCALES  # dev: multi-scale IMQ kernel (losses.IMQ_SCALES)
     immd_form: str = "neg_mmd2_hinge"  # ours: chosen on surrogates (experiments.immd_forms); dev: "neg_mmd2_biased"

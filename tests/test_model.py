@@ -74,7 +74,7 @@ def test_one_reverse_pass_for_l_c_and_immd_equals_two_separate_passes() -> None:
     gen = torch.Generator().manual_seed(5)
     pick = torch.randint(unseen.numel(), (10,), generator=gen)
     v_gen = model.generate_classes(unseen[pick], gen)  # the separate passes, drawn in the same order
-    l_c = losses.centralizing_loss(model.flow, v, y, model.att)
+    l_c = losses.centralizing_loss(model.flow, v, y, model.att, reduction=model.config.lc_reduction)
     k_ss, k_uu, k_su = losses.mmd2_terms(v, v_gen, model.kernel_scales, bounds=model.immd_bounds)
     l_immd = losses.immd_from_terms(k_ss, k_uu, k_su, model.config.immd_form, model.immd_margin)
     torch.testing.assert_close(out["l_c"], l_c, rtol=1e-12, atol=0)

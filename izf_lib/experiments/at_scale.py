@@ -30,7 +30,7 @@ from ..experiment import fit
 from ..metrics import one_sided
 from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
 from .digits_splits import score_baseline
-from .grid import Call, objective_stamp, write_csv, write_json_atomic
+from .grid import Call, complete_stamp, objective_stamp, write_csv, write_json_atomic
 from .immd_forms import run_verdict
 from .zsl_baselines import GaussianGenerator
 
@@ -146,7 +146,8 @@ def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
             rows.append({"setting": r["setting"], "like": r["like"], "scale": r["scale"], "seed": r["seed"],
                          "method": label, "generated unseen": run_verdict(r) if key != "gaussian" else "",
                          "chance_T1": r["chance_T1"], **{m: scores.get(m, math.nan) for m in ("T1", "U", "S", "H")},
-                         "immd_form": r["objective"]["immd_form"]})
+                         "immd_form": r["objective"]["immd_form"],
+                         "lc_reduction": complete_stamp(r["objective"])["lc_reduction"]})
     return write_csv(Path(out_dir) / "at_scale_runs.csv", rows)
 
 

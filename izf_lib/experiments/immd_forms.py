@@ -99,6 +99,11 @@ def _run_path(out_dir: Path, setting: str, candidate: str, seed: int) -> Path:
     return out_dir / "records" / slug(setting) / slug(candidate) / f"seed{seed}.json"
 
 
+# These runs chose the form of L_iMMD while L_C was summed over the batch's classes (the default then); they keep
+# that reduction, so results/immd_forms stays what its rerun gives (the default is now the mean: experiments.at_scale).
+LC_REDUCTION = "sum"
+
+
 def run_immd_form(job: tuple[str, str, str, int, int, str, dict[str, Any]]) -> str:
     """Train one candidate on one surrogate for one seed; writes a compact JSON row with its per-epoch terms."""
     out_dir, setting, candidate, seed, epochs, data_root, extra = job
@@ -107,7 +112,8 @@ def run_immd_form(job: tuple[str, str, str, int, int, str, dict[str, Any]]) -> s
     if path.is_file():
         return name
     overrides = {**CANDIDATES, **ROUND2, **REFERENCE}[candidate]
-    config = IZFConfig.from_dict({"eval_every": 0, "epochs": epochs, "seed": seed, **extra, **overrides})
+    config = IZFConfig.from_dict({"eval_every": 0, "epochs": epochs, "seed": seed, "lc_reduction": LC_REDUCTION,
+                                  **extra, **overrides})
     data = load_xlsa17(_surrogate(Path(data_root), setting), data_root, feature_scaling=config.feature_scaling)
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -100,7 +100,8 @@ def toy_izf_config(seed: int, lambda_immd: float = 0.1) -> IZFConfig:
     """IZF on the 4-D padded toy data (c = 2 dims, z_f = 2 dims): small sub-networks, no dequantisation."""
     return IZFConfig(n_blocks=5, hidden=64, lr=1e-3, weight_decay=0.0, dequant=0.0, grad_clip=10.0,
                      lambda_immd=lambda_immd, seed=seed, batch_size=120,
-                     immd_form="neg_mmd2_biased", mmd_scale_basis="fixed")  # the -MMD^2 of the toy code
+                     immd_form="neg_mmd2_biased", mmd_scale_basis="fixed",  # the -MMD^2 of the toy code
+                     lc_reduction="sum")  # and its L_C
 
 
 def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1,
