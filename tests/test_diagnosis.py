@@ -125,15 +125,18 @@ def test_run_grids_refuses_a_tune_without_trials(tmp_path) -> None:
 
 @pytest.mark.slow  # trains a 2048-d surrogate for one epoch
 def test_run_grids_writes_another_lc_reduction_into_its_own_at_scale_folder(tmp_path) -> None:
+    from izf_lib.config import LC_REDUCTIONS, IZFConfig
+
+    other = next(r for r in LC_REDUCTIONS if r != IZFConfig.lc_reduction)
     script = Path(__file__).resolve().parents[1] / "scripts" / "run_grids.py"
-    cmd = [sys.executable, str(script), "--only", "at_scale", "--smoke", "--lc-reduction", "mean", "--jobs", "1",
+    cmd = [sys.executable, str(script), "--only", "at_scale", "--smoke", "--lc-reduction", other, "--jobs", "1",
            "--out", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tmp_path / "at_scale").exists()  # the default's folder is left alone
-    folder = tmp_path / "at_scale_lc_mean"
-    assert json.loads((folder / "objective.stamp").read_text())["lc_reduction"] == "mean"
+    folder = tmp_path / f"at_scale_lc_{other}"
+    assert json.loads((folder / "objective.stamp").read_text())["lc_reduction"] == other
     (path,) = folder.glob("records/*/seed0.json")
     record = json.loads(path.read_text())
-    assert record["overrides"]["lc_reduction"] == "mean" and record["objective"]["lc_reduction"] == "mean"
+    assert record["overrides"]["lc_reduction"] == other and record["objective"]["lc_reduction"] == other
     assert (folder / "at_scale_runs.csv").is_file()
