@@ -26,7 +26,7 @@ import torch
 
 from ..config import IZFConfig
 from ..data import load_xlsa17
-from ..experiment import fit
+from ..experiment import CLASSIFIER_NAMES, fit
 from ..metrics import one_sided
 from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
 from .digits_splits import score_baseline
@@ -154,7 +154,7 @@ def write_at_scale_csv(out_dir: str | os.PathLike) -> Path:
 def flags(record: dict[str, Any]) -> list[str]:
     """What is wrong with a run's classifiers beyond its bar: each one whose GZSL predictions fall on one side
     (:func:`izf_lib.metrics.one_sided`), named with its U and S. Shown beside the verdict, never folded into it."""
-    names = {"nbc": "IZF-NBC", "softmax": "IZF-Softmax", "gaussian": "Gaussian generator"}
+    names = {**CLASSIFIER_NAMES, "gaussian": "Gaussian generator"}
     out = []
     for key, name in names.items():
         gz = record.get("scores", {}).get(key)
@@ -207,7 +207,7 @@ def transfer_verdict(records: list[dict[str, Any]], like: str) -> dict[str, Any]
 def sound(record: dict[str, Any]) -> bool:
     """A run whose generated unseen set is neither collapsed nor scattered and whose IZF-Softmax predicts both sides
     in GZSL (:func:`flags`)."""
-    return run_verdict(record) == "ok" and not any(f.startswith("IZF-Softmax ") for f in flags(record))
+    return run_verdict(record) == "ok" and one_sided(record["scores"]["softmax"]) is None
 
 
 def lc_reduction_choice(sum_records: list[dict[str, Any]], mean_records: list[dict[str, Any]]) -> dict[str, Any]:
