@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                                          others[:1] if smoke else others)
         writers.append(lambda: ablation.write_ablation_csv(out / "ablation"))
     if "diagnosis" in args.only:
-        claim_folder(out / "diagnosis")  # (diagnosis_no_immd: lambda_3 = 0, no form to mix up)
+        claim_folder(out / "diagnosis")
+        # lambda_3 = 0 makes the iMMD form moot there, not the reduction of L_C
+        claim_folder(out / "diagnosis_no_immd")
         splits = ablation.SPLIT_SUBSET[:1] if smoke else ablation.SPLIT_SUBSET
         calls += diagnosis.diagnosis_calls(out / "diagnosis", splits, range(1 if smoke else 3))
         writers.append(lambda: diagnosis.write_diagnosis_csv(out / "diagnosis"))

@@ -140,3 +140,22 @@ def test_run_grids_writes_another_lc_reduction_into_its_own_at_scale_folder(tmp_
     record = json.loads(path.read_text())
     assert record["overrides"]["lc_reduction"] == other and record["objective"]["lc_reduction"] == other
     assert (folder / "at_scale_runs.csv").is_file()
+
+
+def test_run_grids_refuses_to_mix_objectives_in_the_no_immd_diagnosis(tmp_path) -> None:
+    """lambda_3 = 0 makes the iMMD form moot, not L_C's reduction: runs stored without a stamp
+    (the summed L_C) must not be resumed under another default."""
+    from izf_lib.config import IZFConfig
+
+    if IZFConfig.lc_reduction == "sum":
+        pytest.skip("the default is the legacy objective: nothing to mix")
+    legacy = tmp_path / "diagnosis_no_immd"
+    (legacy / "runs").mkdir(parents=True)
+    (legacy / "runs" / "0-1-2_seed0.json").write_text("{}\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_grids.py"
+    cmd = [sys.executable, str(script), "--only", "diagnosis", "--smoke", "--jobs", "1", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "diagnosis_no_immd holds runs trained with" in done.stderr
+    assert "'lc_reduction': 'sum'" in done.stderr
+    assert not (legacy / "objective.stamp").exists()
