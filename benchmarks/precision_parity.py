@@ -32,6 +32,7 @@ from common import environment, write_json  # noqa: E402
 from izf_lib.config import IZFConfig  # noqa: E402
 from izf_lib.data import load_xlsa17  # noqa: E402
 from izf_lib.experiment import fit  # noqa: E402
+from izf_lib.experiments.grid import objective_stamp  # noqa: E402
 from izf_lib.flows import IZFFlow  # noqa: E402
 from izf_lib.precision import PRECISIONS, matmul_precision  # noqa: E402
 from izf_lib.prepare import prepare_digits  # noqa: E402
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     out = {"environment": environment(device), "dataset": "DIGITS", "split": "3-6-9", "epochs": args.epochs,
-           "seeds": args.seeds, "numerics": {}, "runs": []}
+           "seeds": args.seeds, "objective": objective_stamp(), "numerics": {}, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         prepare_digits(tmp)
         for precision in args.precisions:

@@ -41,7 +41,8 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # the fp32 seed spread (benchmarks/train_step.py, benchmarks/precision_parity.py). CPU: on a Xeon with AMX, the full
 # step about 2x fp32 and the DIGITS parity table within one fp32 seed s.d. on every score (train_step_cpu_amx_*.json,
 # precision_parity_cpu_amx.json); on an AMD EPYC with AVX512-BF16 and no AMX, the full step 1.76x fp32 and the same
-# table within one fp32 seed s.d. on every score (train_step_cpu_avx512bf16_1.json,
+# table, re-measured under the averaged L_C, within one fp32 seed s.d. on 7 of 8 scores: the exception, IZF-NBC S,
+# is 0.3 points higher in bf16 against an fp32 s.d. of 0.2 (train_step_cpu_avx512bf16_1.json,
 # precision_parity_cpu_avx512bf16.json). CUDA: at parity on an H200, but its graphed step no faster than tf32.
 BF16_MEASURED: dict[str, bool] = {"cpu": True, "cuda": False}
 # the CPU bf16 units those CPU measurements ran on (a CPU with a kind of unit not listed here stays fp32 under auto)
