@@ -24,8 +24,9 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
             beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 is full size (a minute a
             run on a GPU with --device cuda --jobs 1; on 2 CPU cores 35 min or more a run, --jobs 1), else pass a
             smaller --scale; --shapes and --seeds N take a subset
-            (each run gets cpu_count // jobs threads: 2048-d products gain from them); --lc-reduction R trains with
-            L_C reduced by R, into results/at_scale_lc_R/ where R is not the library's default
+            (each run gets cpu_count // jobs threads: 2048-d products gain from them); --lc-reduction R and
+            --lambda-c W train with L_C reduced by R and weighted by W, into results/at_scale_lc_R/ (or
+            at_scale_lambda_cW/) where they are not the library's defaults
 --smoke shrinks everything to seconds (a CPU check of the script itself).
 """
 
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lc-reduction", choices=LC_REDUCTIONS, default=IZFConfig.lc_reduction,
                    help="at_scale: how L_C adds up its classes (default: the library's, into results/at_scale/; "
                         "another into results/at_scale_lc_<value>/)")
+    p.add_argument("--lambda-c", type=float, default=IZFConfig.lambda_c,
+                   help="at_scale: L_C's weight lambda_2 (default: the library's; another into a folder named "
+                        "by at_scale.folder_name, e.g. results/at_scale_lambda_c10/)")
     p.add_argument("--tune-trials", type=int, default=16,
                    help="tuned: trials per split's tune (default 16; trial 0 is the preset, each trial 3 folds)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes, one thread each")
@@ -162,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
 
         writers.append(write_choice)
     if "at_scale" in args.only:
-        scale_dir = out / at_scale.folder_name(args.lc_reduction)
-        claim_folder(scale_dir, IZFConfig(lc_reduction=args.lc_reduction))
+        scale_dir = out / at_scale.folder_name(args.lc_reduction, args.lambda_c)
+        claim_folder(scale_dir, IZFConfig(lc_reduction=args.lc_reduction, lambda_c=args.lambda_c))
         scale_root = Path(tempfile.mkdtemp(prefix="izf_surrogates_")) if smoke else ROOT / "runs" / "data" / "at_scale"
         lc = {} if args.lc_reduction == IZFConfig.lc_reduction else {"lc_reduction": args.lc_reduction}
+        if args.lambda_c != IZFConfig.lambda_c:
+            lc["lambda_c"] = args.lambda_c
         calls += at_scale.at_scale_calls(scale_dir, scale=0.02 if smoke else args.scale,
                                          seeds=range(1 if smoke else args.seeds), epochs=1 if smoke else 100,
                                          data_root=scale_root, device=args.device,

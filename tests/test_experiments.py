@@ -278,6 +278,40 @@ def test_lc_reduction_choice_follows_its_declared_rule() -> None:
     assert unpaired["chosen"] == "sum" and len(unpaired["pairs"]) == 1
 
 
+def test_lambda_c_choice_follows_its_declared_rule() -> None:
+    from izf_lib.experiments.at_scale import LAMBDA_C_CANDIDATE, folder_name, lambda_c_choice
+
+    def rec(like: str, lam: float, nbc_h: float, sm_h: float, u: float = 80.0, verdict: str = "ok") -> dict:
+        r = _scale_record(like, 0, 90.0, 80.0, u, verdict)
+        r["scores"]["softmax"].update(S=80.0, H=sm_h)
+        r["scores"]["nbc"].update(H=nbc_h)
+        r["objective"] = {**r.get("objective", {}), "lc_reduction": "mean", "lambda_c": lam}
+        return r
+
+    base = [rec("SUN", 1.0, 64.0, 64.0), rec("CUB", 1.0, 72.0, 92.0), rec("AWA1", 1.0, 78.0, 98.0)]
+    lam = LAMBDA_C_CANDIDATE
+    good = lambda_c_choice(base, [rec("SUN", lam, 70.0, 60.0), rec("CUB", lam, 90.0, 95.0)])
+    assert good["chosen"] == lam and good["nbc_gain"] == pytest.approx((6.0 + 18.0) / 2)
+    # IZF-Softmax H 5.1 below base's on SUN: fails, even with a large IZF-NBC gain
+    softmax_cost = lambda_c_choice(base, [rec("SUN", lam, 70.0, 58.9), rec("CUB", lam, 90.0, 95.0)])
+    assert softmax_cost["chosen"] == 1.0 and "IZF-Softmax H 58.9 more than 5 below 64.0" in softmax_cost["reason"]
+    nbc_lower = lambda_c_choice(base, [rec("SUN", lam, 63.9, 64.0), rec("CUB", lam, 90.0, 95.0)])
+    assert nbc_lower["chosen"] == 1.0 and "IZF-NBC H 63.9 below 64.0" in nbc_lower["reason"]
+    small_gain = lambda_c_choice(base, [rec("SUN", lam, 65.0, 64.0), rec("CUB", lam, 75.0, 92.0)])
+    assert small_gain["chosen"] == 1.0 and "gained 2.0 on average" in small_gain["reason"]
+    one_sided = lambda_c_choice(base, [rec("SUN", lam, 70.0, 0.0, u=0.0), rec("CUB", lam, 90.0, 95.0)])
+    assert one_sided["chosen"] == 1.0 and "not sound" in one_sided["reason"]
+    no_sun = lambda_c_choice(base, [rec("AWA1", lam, 90.0, 98.0), rec("CUB", lam, 90.0, 95.0)])
+    assert no_sun["chosen"] == 1.0 and "needs SUN and one other shape" in no_sun["reason"]
+    # runs of another objective are refused, not paired: a record without lambda_c was trained with 1
+    unstamped = rec("SUN", lam, 70.0, 60.0)
+    del unstamped["objective"]["lambda_c"]
+    with pytest.raises(ValueError, match="lambda_c"):
+        lambda_c_choice(base, [unstamped, rec("CUB", lam, 90.0, 95.0)])
+    assert folder_name("mean", 1.0) == "at_scale" and folder_name("mean", 10.0) == "at_scale_lambda_c10"
+    assert folder_name("sum") == "at_scale_lc_sum"
+
+
 @pytest.mark.slow  # trains a 2048-d surrogate
 def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_path: Path) -> None:
     from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv

@@ -108,8 +108,8 @@ def gather_json_rows(out_dir: Path, csv_name: str, key: Callable[[dict[str, Any]
 
 # The settings that define IZF's objective and were added after grids were first stored: a folder of runs
 # without a stamp (or a stamp without a key) was trained when only these values existed (the development code's
-# L_iMMD and L_C).
-OBJECTIVE_KEYS = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed", "lc_reduction": "sum"}
+# L_iMMD and L_C, and L_C's weight lambda_2 = 1, the only one used before it was stamped).
+OBJECTIVE_KEYS = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed", "lc_reduction": "sum", "lambda_c": 1.0}
 STAMP = "objective.stamp"  # not *.json: gather_json_rows reads every *.json as a run
 
 
