@@ -23,7 +23,8 @@ from izf_lib.prepare import prepare_synthetic
 pytestmark = pytest.mark.slow
 
 EPOCHS = 30
-DEVELOPMENT_FORM = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed", "lc_reduction": "sum"}
+DEVELOPMENT_FORM = {"immd_form": "neg_mmd2_biased", "mmd_scale_basis": "fixed", "lc_reduction": "sum",
+                    "lambda_c": 1.0}
 
 
 @pytest.fixture(scope="module")

@@ -138,9 +138,13 @@ def test_a_grid_folder_of_another_objective_is_never_resumed_into(tmp_path) -> N
     older.mkdir()
     (older / "objective.stamp").write_text('{"immd_form": "neg_mmd2_hinge", "mmd_scale_basis": "fixed"}\n')
     assert read_stamp(older)["lc_reduction"] == "sum"
-    claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="sum"))
+    claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="sum", lambda_c=1.0))
     with pytest.raises(ValueError, match="holds runs trained with"):
-        claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="mean"))
+        claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="mean", lambda_c=1.0))
+    # nor, lacking lambda_c, by runs of another L_C weight: its runs weighted L_C by 1
+    assert read_stamp(older)["lambda_c"] == 1.0
+    with pytest.raises(ValueError, match="'lambda_c': 10.0"):
+        claim_folder(older, IZFConfig(immd_form="neg_mmd2_hinge", lc_reduction="sum", lambda_c=10.0))
 
 
 def _form_row(candidate: str, h: float, verdict: str = "ok", setting: str = "s", seed: int = 0) -> dict:
@@ -308,8 +312,8 @@ def test_lambda_c_choice_follows_its_declared_rule() -> None:
     del unstamped["objective"]["lambda_c"]
     with pytest.raises(ValueError, match="lambda_c"):
         lambda_c_choice(base, [unstamped, rec("CUB", lam, 90.0, 95.0)])
-    assert folder_name("mean", 1.0) == "at_scale" and folder_name("mean", 10.0) == "at_scale_lambda_c10"
-    assert folder_name("sum") == "at_scale_lc_sum"
+    assert folder_name(IZFConfig.lc_reduction, IZFConfig.lambda_c) == "at_scale"
+    assert folder_name("mean", 1.0) == "at_scale_lambda_c1" and folder_name("sum", 1.0) == "at_scale_lc_sum_lambda_c1"
 
 
 @pytest.mark.slow  # trains a 2048-d surrogate

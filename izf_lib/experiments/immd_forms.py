@@ -99,9 +99,11 @@ def _run_path(out_dir: Path, setting: str, candidate: str, seed: int) -> Path:
     return out_dir / "records" / slug(setting) / slug(candidate) / f"seed{seed}.json"
 
 
-# These runs chose the form of L_iMMD while L_C was summed over the batch's classes (the default then); they keep
-# that reduction, so results/immd_forms stays what its rerun gives (the default is now the mean: experiments.at_scale).
+# These runs chose the form of L_iMMD while L_C was summed over the batch's classes with weight 1 (the default then);
+# they keep that L_C, so results/immd_forms stays what its rerun gives (the default is now the mean, weighted 10:
+# experiments.at_scale).
 LC_REDUCTION = "sum"
+LAMBDA_C = 1.0
 
 
 def run_immd_form(job: tuple[str, str, str, int, int, str, dict[str, Any]]) -> str:
@@ -113,6 +115,7 @@ def run_immd_form(job: tuple[str, str, str, int, int, str, dict[str, Any]]) -> s
         return name
     overrides = {**CANDIDATES, **ROUND2, **REFERENCE}[candidate]
     config = IZFConfig.from_dict({"eval_every": 0, "epochs": epochs, "seed": seed, "lc_reduction": LC_REDUCTION,
+                                  "lambda_c": LAMBDA_C,
                                   **extra, **overrides})
     data = load_xlsa17(_surrogate(Path(data_root), setting), data_root, feature_scaling=config.feature_scaling)
     with tempfile.TemporaryDirectory() as tmp:

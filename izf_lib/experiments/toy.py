@@ -101,7 +101,7 @@ def toy_izf_config(seed: int, lambda_immd: float = 0.1) -> IZFConfig:
     return IZFConfig(n_blocks=5, hidden=64, lr=1e-3, weight_decay=0.0, dequant=0.0, grad_clip=10.0,
                      lambda_immd=lambda_immd, seed=seed, batch_size=120,
                      immd_form="neg_mmd2_biased", mmd_scale_basis="fixed",  # the -MMD^2 of the toy code
-                     lc_reduction="sum")  # and its L_C
+                     lc_reduction="sum", lambda_c=1.0)  # and its L_C
 
 
 def train_toy_izf(reader: ToyReader, iterations: int, lambda_immd: float = 0.1,
