@@ -39,7 +39,7 @@ SEARCH_SPACE: dict[str, list[Any]] = {
     "hidden": [256, 1024],
     "epochs": [30, 60],
     "w_c": [3.0, 10.0, 30.0],
-    "lambda_c": [3.0, 10.0, 30.0],
+    "lambda_c": [0.3, 1.0, 3.0],
     "lambda_immd": [0.0, 0.1],
     "softmax_unseen_ratio": [0.5, 1.0, 2.0],
     "softmax_steps": [500, 1000, 2000],

@@ -313,7 +313,7 @@ def test_lambda_c_choice_follows_its_declared_rule() -> None:
     with pytest.raises(ValueError, match="lambda_c"):
         lambda_c_choice(base, [unstamped, rec("CUB", lam, 90.0, 95.0)])
     assert folder_name(IZFConfig.lc_reduction, IZFConfig.lambda_c) == "at_scale"
-    assert folder_name("mean", 1.0) == "at_scale_lambda_c1" and folder_name("sum", 1.0) == "at_scale_lc_sum_lambda_c1"
+    assert folder_name("mean", 10.0) == "at_scale_lambda_c10" and folder_name("sum", 1.0) == "at_scale_lc_sum"
 
 
 @pytest.mark.slow  # trains a 2048-d surrogate

@@ -100,7 +100,7 @@ def _run_path(out_dir: Path, setting: str, candidate: str, seed: int) -> Path:
 
 
 # These runs chose the form of L_iMMD while L_C was summed over the batch's classes with weight 1 (the default then);
-# they keep that L_C, so results/immd_forms stays what its rerun gives (the default is now the mean, weighted 10:
+# they keep that L_C, so results/immd_forms stays what its rerun gives (the default is now the mean:
 # experiments.at_scale).
 LC_REDUCTION = "sum"
 LAMBDA_C = 1.0
