@@ -316,6 +316,40 @@ def test_lambda_c_choice_follows_its_declared_rule() -> None:
     assert folder_name("mean", 10.0) == "at_scale_lambda_c10" and folder_name("sum", 1.0) == "at_scale_lc_sum"
 
 
+def test_lambda_c_seeded_choice_weighs_the_seed_noise_and_needs_every_shape() -> None:
+    from izf_lib.experiments.at_scale import LAMBDA_C_CANDIDATE, SHAPES, lambda_c_seeded_choice
+
+    def rec(like: str, seed: int, lam: float, nbc_h: float, sm_h: float = 90.0, u: float = 80.0) -> dict:
+        r = _scale_record(like, seed, 90.0, 80.0, u)
+        r["scores"]["softmax"].update(S=80.0, H=sm_h)
+        r["scores"]["nbc"].update(H=nbc_h)
+        r["objective"] = {"lc_reduction": "mean", "lambda_c": lam}
+        return r
+
+    lam = LAMBDA_C_CANDIDATE
+    base = [rec(like, s, 1.0, 70.0) for like in SHAPES for s in (0, 1)]
+    # AWA1: -4 and -2 (mean -3, s.e. 1: below -2 s.e.); CUB, SUN: +20 on both seeds
+    gains = {"AWA1": (-4.0, -2.0), "CUB": (20.0, 20.0), "SUN": (20.0, 20.0)}
+    cand = [rec(like, s, lam, 70.0 + gains[like][s]) for like in SHAPES for s in (0, 1)]
+    c = lambda_c_seeded_choice(base, cand)
+    assert c["decidable"] and c["chosen"] == 1.0 and "AWA1 (IZF-NBC H -3.0 (s.e. 1.0) below -2 s.e.)" in c["reason"]
+    # the same mean loss with more spread between seeds (-8 and +2: s.e. 5) lies within the noise
+    gains["AWA1"] = (-8.0, 2.0)
+    cand = [rec(like, s, lam, 70.0 + gains[like][s]) for like in SHAPES for s in (0, 1)]
+    c = lambda_c_seeded_choice(base, cand)
+    assert c["chosen"] == lam and c["nbc_gain"] == pytest.approx((-3.0 + 20.0 + 20.0) / 3)
+    # one seed on a shape: not decidable, whatever the scores
+    c = lambda_c_seeded_choice(base, [r for r in cand if not (r["like"] == "SUN" and r["seed"] == 1)])
+    assert not c["decidable"] and c["chosen"] == 1.0 and "SUN 1 pair(s), needs 2" in c["reason"]
+    # IZF-Softmax H more than 5 lower on average on one shape, or an unsound run, fails it
+    worse = [rec(r["like"], r["seed"], lam, r["scores"]["nbc"]["H"], sm_h=84.0 if r["like"] == "CUB" else 90.0)
+             for r in cand]
+    assert "CUB (IZF-Softmax H -6.0 more than 5 lower)" in lambda_c_seeded_choice(base, worse)["reason"]
+    one_sided = [rec(r["like"], r["seed"], lam, r["scores"]["nbc"]["H"], u=0.0 if r["like"] == "SUN" else 80.0)
+                 for r in cand]
+    assert "SUN (not sound on seeds [0, 1])" in lambda_c_seeded_choice(base, one_sided)["reason"]
+
+
 @pytest.mark.slow  # trains a 2048-d surrogate
 def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_path: Path) -> None:
     from izf_lib.experiments.at_scale import at_scale_calls, read_records, write_at_scale_csv
