@@ -224,6 +224,14 @@ def sound(record: dict[str, Any]) -> bool:
     return run_verdict(record) == "ok" and one_sided(record["scores"]["softmax"]) is None
 
 
+def _full_size_pairs(base_records: list[dict[str, Any]],
+                     other_records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(base, other) runs of the same shape and seed, both full size, in ``other_records``' order."""
+    by_key = {(r["like"], r["seed"]): r for r in base_records if r["scale"] == 1.0}
+    return [(by_key[(o["like"], o["seed"])], o) for o in other_records
+            if o["scale"] == 1.0 and (o["like"], o["seed"]) in by_key]
+
+
 def lc_reduction_choice(sum_records: list[dict[str, Any]], mean_records: list[dict[str, Any]]) -> dict[str, Any]:
     """The rule, declared before the 100-epoch runs, that picks L_C's default reduction (``IZFConfig.lc_reduction``).
 
@@ -232,12 +240,8 @@ def lc_reduction_choice(sum_records: list[dict[str, Any]], mean_records: list[di
     :data:`H_TOLERANCE` points below sum's. "mean" becomes the default when it passes every pair and the pairs cover
     the SUN shape (where "sum" left IZF-Softmax one-sided) and at least one other shape; otherwise "sum" stays.
     """
-    by_key = {(r["like"], r["seed"]): r for r in sum_records if r["scale"] == 1.0}
     pairs = []
-    for m in mean_records:
-        s = by_key.get((m["like"], m["seed"]))
-        if m["scale"] != 1.0 or s is None:
-            continue
+    for s, m in _full_size_pairs(sum_records, mean_records):
         why = []
         if not sound(m):
             why.append("mean is not sound (" + "; ".join([run_verdict(m), *flags(m)]) + ")")
@@ -283,12 +287,8 @@ def lambda_c_choice(base_records: list[dict[str, Any]], candidate_records: list[
         wrong = [f"{r['like']} seed {r['seed']}: {objective(r)}" for r in group if objective(r) != want]
         if wrong:
             raise ValueError(f"lambda_c_choice needs runs with (lc_reduction, lambda_c) = {want}; got {wrong}")
-    by_key = {(r["like"], r["seed"]): r for r in base_records if r["scale"] == 1.0}
     pairs = []
-    for c in candidate_records:
-        b = by_key.get((c["like"], c["seed"]))
-        if c["scale"] != 1.0 or b is None:
-            continue
+    for b, c in _full_size_pairs(base_records, candidate_records):
         why = []
         h = {name: {k: r["scores"][k]["H"] if "scores" in r else math.nan for k in ("nbc", "softmax")}
              for name, r in (("base", b), ("candidate", c))}
@@ -341,12 +341,9 @@ def lambda_c_seeded_choice(base_records: list[dict[str, Any]],
     :data:`SEEDED_MIN_PAIRS` pairs and pass, and IZF-NBC H gains at least :data:`NBC_GAIN` on average over the
     shapes; until then :func:`lambda_c_choice`'s verdict stands. It supersedes that rule once its pairs exist.
     """
-    by_key = {(r["like"], r["seed"]): r for r in base_records if r["scale"] == 1.0}
     per_shape: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
-    for c in candidate_records:
-        b = by_key.get((c["like"], c["seed"]))
-        if c["scale"] == 1.0 and b is not None:
-            per_shape.setdefault(c["like"], []).append((b, c))
+    for b, c in _full_size_pairs(base_records, candidate_records):
+        per_shape.setdefault(c["like"], []).append((b, c))
     lambda_c_choice([b for ps in per_shape.values() for b, _ in ps],  # the same objective checks
                     [c for ps in per_shape.values() for _, c in ps])
     shapes = []
