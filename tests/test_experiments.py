@@ -341,6 +341,14 @@ def test_lambda_c_seeded_choice_weighs_the_seed_noise_and_needs_every_shape() ->
     # one seed on a shape: not decidable, whatever the scores
     c = lambda_c_seeded_choice(base, [r for r in cand if not (r["like"] == "SUN" and r["seed"] == 1)])
     assert not c["decidable"] and c["chosen"] == 1.0 and "SUN 1 pair(s), needs 2" in c["reason"]
+    # ... unless a shape with its pairs fails: the candidate must pass every shape, so that decides
+    gains["AWA1"] = (-4.0, -2.0)
+    cand = [rec(like, s, lam, 70.0 + gains[like][s]) for like in SHAPES for s in (0, 1)]
+    c = lambda_c_seeded_choice(base, [r for r in cand if not (r["like"] == "SUN" and r["seed"] == 1)])
+    assert c["decidable"] and c["chosen"] == 1.0 and c["reason"].startswith("failed AWA1 (IZF-NBC H -3.0")
+    assert c["reason"].endswith("the missing pairs (SUN 1 pair(s), needs 2) cannot change that")
+    gains["AWA1"] = (-8.0, 2.0)
+    cand = [rec(like, s, lam, 70.0 + gains[like][s]) for like in SHAPES for s in (0, 1)]
     # IZF-Softmax H more than 5 lower on average on one shape, or an unsound run, fails it
     worse = [rec(r["like"], r["seed"], lam, r["scores"]["nbc"]["H"], sm_h=84.0 if r["like"] == "CUB" else 90.0)
              for r in cand]

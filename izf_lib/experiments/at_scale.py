@@ -340,6 +340,9 @@ def lambda_c_seeded_choice(base_records: list[dict[str, Any]],
     :data:`H_TOLERANCE` lower. The candidate becomes the default when AWA1, CUB and SUN each have at least
     :data:`SEEDED_MIN_PAIRS` pairs and pass, and IZF-NBC H gains at least :data:`NBC_GAIN` on average over the
     shapes; until then :func:`lambda_c_choice`'s verdict stands. It supersedes that rule once its pairs exist.
+    Since the candidate must pass on every shape, one shape that fails with its pairs complete decides for
+    lambda_2 = 1 before the other shapes have theirs (written out after AWA1's second pair failed, while SUN had
+    one; no later pair could reverse it).
     """
     per_shape: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for b, c in _full_size_pairs(base_records, candidate_records):
@@ -369,18 +372,24 @@ def lambda_c_seeded_choice(base_records: list[dict[str, Any]],
                 why.append(f"IZF-Softmax H {mean_sm:+.1f} more than {H_TOLERANCE:g} lower")
         shapes.append({"like": like, "pairs": len(ps), "nbc_H_change": mean_nbc, "nbc_H_se": se_nbc,
                        "softmax_H_change": mean_sm, "passed": not why, "why": "; ".join(why)})
-    covered = all(s["pairs"] >= SEEDED_MIN_PAIRS for s in shapes)
+    short = [s for s in shapes if s["pairs"] < SEEDED_MIN_PAIRS]
+    failed = [s for s in shapes if s["pairs"] >= SEEDED_MIN_PAIRS and not s["passed"]]
+    covered = not short
     gain = sum(s["nbc_H_change"] for s in shapes) / len(shapes) if covered else math.nan
-    if not covered:
-        reason = ", ".join(f"{s['like']} {s['why']}" for s in shapes if s["pairs"] < SEEDED_MIN_PAIRS)
-    elif not all(s["passed"] for s in shapes):
-        reason = "failed " + ", ".join(f"{s['like']} ({s['why']})" for s in shapes if not s["passed"])
+    missing = ", ".join(f"{s['like']} {s['why']}" for s in short)
+    if failed:
+        reason = "failed " + ", ".join(f"{s['like']} ({s['why']})" for s in failed)
+        if short:
+            reason += f"; the missing pairs ({missing}) cannot change that"
+    elif short:
+        reason = missing
     elif not gain >= NBC_GAIN:
         reason = f"IZF-NBC H gained {gain:.1f} on average over the shapes, less than {NBC_GAIN:g}"
     else:
         reason = f"passed on {', '.join(SHAPES)}, IZF-NBC H {gain:+.1f} on average"
-    chosen = LAMBDA_C_CANDIDATE if covered and all(s["passed"] for s in shapes) and gain >= NBC_GAIN else 1.0
-    return {"shapes": shapes, "decidable": covered, "chosen": chosen, "nbc_gain": gain, "reason": reason,
+    chosen = LAMBDA_C_CANDIDATE if covered and not failed and gain >= NBC_GAIN else 1.0
+    return {"shapes": shapes, "decidable": covered or bool(failed), "chosen": chosen, "nbc_gain": gain,
+            "reason": reason,
             "rule": f"with >= {SEEDED_MIN_PAIRS} seeds a shape on {', '.join(SHAPES)}: lambda_2 = "
                     f"{LAMBDA_C_CANDIDATE:g} sound, its mean paired IZF-NBC H change above -2 s.e. and IZF-Softmax "
                     f"H change above -{H_TOLERANCE:g} on every shape, IZF-NBC H +{NBC_GAIN:g} on average"}
