@@ -31,8 +31,8 @@ from .experiment import write_text_atomic
 from .rng import STREAM_TUNE, stream_seed
 from .train import resolve_device, train_model
 
-__all__ = ["SEARCH_SPACE", "MIN_VAL_CLASSES", "SELECTION_RULE", "seeded_class_fold", "choose_trial", "chosen_config",
-           "tune"]
+__all__ = ["standard_error", "SEARCH_SPACE", "MIN_VAL_CLASSES", "SELECTION_RULE", "seeded_class_fold", "choose_trial",
+           "chosen_config", "tune"]
 
 # ours: a small space around the defaults, each axis one the ablation chapter measures
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -57,7 +57,7 @@ SELECTION_RULE = (
 )
 
 
-def _standard_error(values: list[float]) -> float | None:
+def standard_error(values: list[float]) -> float | None:
     """The standard error of the mean of ``values``; None for fewer than two."""
     if len(values) < 2 or not all(math.isfinite(v) for v in values):
         return None
@@ -75,7 +75,7 @@ def choose_trial(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[st
     if best is preset:
         return best, preset, "the preset has the best mean validation objective"
     diffs = [b["objective"] - p["objective"] for b, p in zip(best["evaluations"], preset["evaluations"], strict=True)]
-    mean, se = float(np.mean(diffs)), _standard_error(diffs)
+    mean, se = float(np.mean(diffs)), standard_error(diffs)
     if se is None:
         return best, preset, (f"trial {best['trial']} leads by {mean:.1f} on a single evaluation, which measures no "
                               "error: the preset is kept")
@@ -221,7 +221,7 @@ def tune(
                                     "objective": 0.5 * (t1 + h) if math.isfinite(t1 + h) else -math.inf})
         values = [e["objective"] for e in evaluations]
         records.append({"trial": i, "params": params, "objective": float(np.mean(values)),
-                        "objective_se": _standard_error(values), "evaluations": evaluations,
+                        "objective_se": standard_error(values), "evaluations": evaluations,
                         "seconds": time.perf_counter() - t0})
         best = max(records, key=lambda r: r["objective"])
         bar.set_postfix_str(f"best trial {best['trial']}: {best['objective']:.1f}")

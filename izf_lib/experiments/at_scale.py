@@ -29,6 +29,7 @@ from ..data import load_xlsa17
 from ..experiment import CLASSIFIER_NAMES, fit
 from ..metrics import one_sided
 from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
+from ..tune import standard_error
 from .digits_splits import score_baseline
 from .grid import Call, complete_stamp, objective_stamp, write_csv, write_json_atomic
 from .immd_forms import run_verdict
@@ -357,7 +358,8 @@ def lambda_c_seeded_choice(base_records: list[dict[str, Any]],
                 if "scores" in b and "scores" in c]
         n = len(d_nbc)
         mean_nbc = sum(d_nbc) / n if n else math.nan
-        se_nbc = (math.sqrt(sum((x - mean_nbc) ** 2 for x in d_nbc) / (n - 1)) / math.sqrt(n)) if n > 1 else math.nan
+        se_nbc = standard_error(d_nbc)
+        se_nbc = math.nan if se_nbc is None else se_nbc
         mean_sm = sum(d_sm) / n if n else math.nan
         why = []
         if len(ps) < SEEDED_MIN_PAIRS:
