@@ -2,25 +2,26 @@
 # One prepared GPU script: the training-step benchmark in fp32, tf32 and bf16 (eager and replayed as a
 # CUDA graph), the scaling benchmark, a graphed-against-eager training check, and a 100-epoch
 # AWA1-shaped surrogate training per precision (CUDA graphs on, both classifiers scored at the end),
-# everything written to one folder. Meant to finish in under 8 minutes on one H100.
+# and 3 seeds of it trained together against one alone (benchmarks/together.py), everything written to
+# one folder. Meant to finish in under 11 minutes on one H100 (the together part alone: about 3).
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]          # on a GPU machine (after `make setup`, or PYTHON=python3)
 #   TINY=1 bash benchmarks/gpu.sh /tmp/out    # CPU smoke test with tiny sizes
-#   PARTS="step train" BLOCKS=5 bash benchmarks/gpu.sh OUT   # a subset: step scaling parity train
+#   PARTS="step train" BLOCKS=5 bash benchmarks/gpu.sh OUT   # a subset: step scaling parity train together
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/gpu}
 PY=${PYTHON:-.venv/bin/python}
 PRECISIONS=${PRECISIONS:-fp32 tf32 bf16}
-PARTS=${PARTS:-step scaling parity train}
+PARTS=${PARTS:-step scaling parity train together}
 BLOCKS=${BLOCKS:-5 10}
 DATA=${DATA:-$OUT/data}  # the AWA1-shaped surrogate (about 250 MB); removed at the end unless DATA is given
 LOG=${LOG:-$OUT/log.txt}  # scripts/submit_gpu_benchmarks.py gives each part, one GPU job each, its own LOG and DATA
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 for part in $PARTS; do
   case "$part" in
-    step|scaling|parity|train) ;;
-    *) echo "gpu.sh: unknown part '$part' in PARTS; choose from: step scaling parity train" >&2; exit 2 ;;
+    step|scaling|parity|train|together) ;;
+    *) echo "gpu.sh: unknown part '$part' in PARTS; choose from: step scaling parity train together" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -31,6 +32,7 @@ if [ "${TINY:-0}" = "1" ]; then
   SYN_ARGS=(--scale 0.01 --dim 128)
   TRAIN_ARGS=(--epochs 2 --config "$OUT/tiny_config.json")
   PARITY_EPOCHS=1
+  TOGETHER_ARGS=(--epochs 2 --config "$OUT/tiny_config.json")
   echo '{"hidden": 32, "softmax_steps": 20}' > "$OUT/tiny_config.json"
 else
   STEP_ARGS=(--steps 20 --warmup 5)
@@ -39,6 +41,7 @@ else
   SYN_ARGS=()
   TRAIN_ARGS=(--epochs 100 --checkpoint-every 25)
   PARITY_EPOCHS=5
+  TOGETHER_ARGS=(--epochs 100)
 fi
 {
   echo "started $(date -u +%FT%TZ)"
@@ -51,7 +54,7 @@ fi
   if has scaling; then
     $PY benchmarks/scaling.py --device auto "${SCALE_ARGS[@]}" --out "$OUT/scaling.json"
   fi
-  if { has parity || has train; } && [ ! -f "$DATA/SYN_AWA1/res101.mat" ]; then
+  if { has parity || has train || has together; } && [ ! -f "$DATA/SYN_AWA1/res101.mat" ]; then
     $PY -m izf_lib prepare synthetic --like AWA1 --out "$DATA" "${SYN_ARGS[@]}"  # AWA1's real (bundled) attributes
   fi
   if has parity; then
@@ -69,6 +72,10 @@ fi
       echo "awa1 surrogate, $precision: wall seconds $(( $(date +%s) - start ))"
       rm -f "$OUT/awa1_$precision/checkpoint.pt"
     done
+  fi
+  if has together; then
+    $PY benchmarks/together.py --dataset SYN_AWA1 --data-dir "$DATA" --seeds 3 "${TOGETHER_ARGS[@]}" \
+        --out "$OUT/together.json"
   fi
   if [ "$DATA" = "$OUT/data" ] || [ "${CLEAN_DATA:-0}" = "1" ]; then rm -rf "$DATA"; fi
   echo "finished $(date -u +%FT%TZ)"

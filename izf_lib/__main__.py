@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .config import CLASSIFIERS, DEFAULT_PRESET, PRESETS, SELECTION_RULES
@@ -48,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run directory for results.json and the checkpoint")
     tr.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default="both")
     tr.add_argument("--epochs", type=int)
-    tr.add_argument("--seed", type=int)
+    seeds = tr.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int)
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                       help="train these seeds together in one process, each into OUT/seed_<SEED>/ (on a GPU their "
+                            "steps overlap on separate CUDA streams; each run gives the numbers it gives alone)")
     tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     tr.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                     help="named profile of settings (izf_lib.config.PRESETS); --config and the flags below override it")
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from .config import IZFConfig
             from .data import load_xlsa17
-            from .experiment import fit
+            from .experiment import fit, fit_together
 
             overrides = IZFConfig.overrides_from_file(args.config) if args.config else {}
             flags = {"epochs": args.epochs, "seed": args.seed, "selection": args.selection,
@@ -142,12 +147,23 @@ def main(argv: list[str] | None = None) -> int:
             overrides.setdefault("precision", "auto")  # the flag's default, below --config
             config = IZFConfig.preset(args.preset, **overrides)
             data = load_xlsa17(args.dataset, args.data_dir, feature_scaling=config.feature_scaling)
-            res = fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
-                      resume=args.resume, progress=not args.quiet, data_dir=args.data_dir,
-                      cuda_graphs=args.cuda_graphs, checkpoint_every=args.checkpoint_every)
-            print(json.dumps({"czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection,
-                              "precision": res.environment["precision"]}, indent=1))
-            print(f"wrote {Path(args.out) / 'results.json'}")
+            if args.seeds:
+                if len(set(args.seeds)) < len(args.seeds):
+                    raise ValueError(f"--seeds repeats a seed: {args.seeds}")
+                outs = [Path(args.out) / f"seed_{s}" for s in args.seeds]
+                results = fit_together(data, [replace(config, seed=s) for s in args.seeds], outs,
+                                       device=args.device, classifiers=_classifiers(args.classifier),
+                                       resume=args.resume, progress=not args.quiet, data_dir=args.data_dir,
+                                       cuda_graphs=args.cuda_graphs, checkpoint_every=args.checkpoint_every)
+            else:
+                outs = [Path(args.out)]
+                results = [fit(data, config, args.out, device=args.device, classifiers=_classifiers(args.classifier),
+                               resume=args.resume, progress=not args.quiet, data_dir=args.data_dir,
+                               cuda_graphs=args.cuda_graphs, checkpoint_every=args.checkpoint_every)]
+            for res, out in zip(results, outs, strict=True):
+                print(json.dumps({"seed": res.seed, "czsl": res.czsl, "gzsl": res.gzsl, "selection": res.selection,
+                                  "precision": res.environment["precision"]}, indent=1))
+                print(f"wrote {out / 'results.json'}")
             return 0
         if args.command == "evaluate":
             from .data import load_xlsa17

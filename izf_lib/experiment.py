@@ -3,7 +3,7 @@
 :func:`fit` runs :func:`~izf_lib.train.train_model` with test-time scoring as its callback
 (and, for the ``val`` rule, a second run on a class-level validation fold), applies the
 selection rule, and returns a :class:`RunResult`, the typed record that writes and reads
-``results.json``.
+``results.json``. :func:`fit_together` does the same for several runs trained together.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ from .data import ZSLData, validation_split
 from .evaluation import evaluation_generator, score, score_benchmark
 from .metrics import one_sided as gzsl_one_sided
 from .model import IZF
-from .precision import choose_precision
-from .train import resolve_device, train_model
+from .precision import PrecisionChoice, choose_precision
+from .train import TrainJob, resolve_device, train_models
 
-__all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "OneSidedWarning", "select_epochs", "fit"]
+__all__ = ["RESULTS_FILE", "RunResult", "CollapseWarning", "OneSidedWarning", "select_epochs", "fit", "fit_together"]
 
 RESULTS_FILE = "results.json"
 
@@ -162,38 +163,99 @@ def fit(
     ``config.precision`` of "auto" is resolved for the device first (:func:`~izf_lib.precision.choose_precision`);
     ``results.json`` records the resolved config, and the choice with its reason under ``environment``.
     """
-    if data.feature_scaling != config.feature_scaling:
-        raise ValueError(f"{data.name} was loaded with feature_scaling '{data.feature_scaling}' but the config asks "
-                         f"for '{config.feature_scaling}'; load it with load_xlsa17(..., "
-                         f"feature_scaling='{config.feature_scaling}')")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    return _fit_runs(data, [config], [out_dir], device, classifiers, resume, progress, data_dir, cuda_graphs,
+                     checkpoint_every)[0]
+
+
+def fit_together(
+    data: ZSLData,
+    configs: list[IZFConfig],
+    out_dirs: list[str | os.PathLike],
+    *,
+    device: str | torch.device = "auto",
+    classifiers: tuple[str, ...] = CLASSIFIERS,
+    resume: bool = False,
+    progress: bool = True,
+    data_dir: str | None = None,
+    cuda_graphs: str = "auto",
+    checkpoint_every: int = 1,
+) -> list[RunResult]:
+    """:func:`fit` for several runs on one dataset (seeds, settings), trained together in one process.
+
+    The runs are trained by :func:`~izf_lib.train.train_models`: each gives the numbers it gives
+    alone, and on a GPU their steps overlap on separate CUDA streams. Each writes its own
+    ``out_dir/results.json``; ``environment["runs_together"]`` says how many shared the device.
+    """
+    return _fit_runs(data, configs, out_dirs, device, classifiers, resume, progress, data_dir, cuda_graphs,
+                     checkpoint_every)
+
+
+def _fit_runs(data: ZSLData, configs: list[IZFConfig], out_dirs: list[str | os.PathLike], device: str | torch.device,
+              classifiers: tuple[str, ...], resume: bool, progress: bool, data_dir: str | None, cuda_graphs: str,
+              checkpoint_every: int) -> list[RunResult]:
+    """What :func:`fit` and :func:`fit_together` do (one level below both, so warnings name their caller)."""
+    if len(configs) != len(out_dirs) or not configs:
+        raise ValueError(f"fit_together needs one out_dir per config, got {len(configs)} configs and "
+                         f"{len(out_dirs)} out_dirs")
+    outs = [Path(o) for o in out_dirs]
+    if len({o.resolve() for o in outs}) < len(outs):
+        raise ValueError(f"runs trained together need distinct out_dirs, got {[str(o) for o in outs]}")
+    for config in configs:
+        if data.feature_scaling != config.feature_scaling:
+            raise ValueError(f"{data.name} was loaded with feature_scaling '{data.feature_scaling}' but the config "
+                             f"asks for '{config.feature_scaling}'; load it with load_xlsa17(..., "
+                             f"feature_scaling='{config.feature_scaling}')")
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    precision = choose_precision(config.precision, dev)
-    config = replace(config, precision=precision.precision)
-    if progress and precision.requested == "auto":
-        print(f"{data.name}: {precision}", file=sys.stderr)
+    choices = [choose_precision(config.precision, dev) for config in configs]
+    configs = [replace(config, precision=choice.precision) for config, choice in zip(configs, choices, strict=True)]
+    if progress and any(choice.requested == "auto" for choice in choices):
+        print(f"{data.name}: {choices[0]}", file=sys.stderr)
     meta = {"dataset": data.name, "data_dir": data_dir, "classifiers": list(classifiers)}
     t_start = time.perf_counter()
 
-    def test_eval(model: IZF, epoch: int) -> dict:
-        return score_benchmark(model, data, classifiers, config, evaluation_generator(config.seed, epoch, dev))
+    def test_eval(config: IZFConfig) -> Callable[[IZF, int], dict]:
+        def run(model: IZF, epoch: int) -> dict:
+            return score_benchmark(model, data, classifiers, config, evaluation_generator(config.seed, epoch, dev))
+        return run
 
-    model, history = train_model(data.train_split(), config, dev, checkpoint=out / "checkpoint.pt", resume=resume,
-                                 eval_fn=test_eval, progress=progress, desc=f"{data.name} seed {config.seed}",
-                                 meta=meta, cuda_graphs=cuda_graphs, checkpoint_every=checkpoint_every)
-    val_history = None
-    if config.selection == "val":
-        split, (v_s, y_s, v_u, y_u) = validation_split(data, config.val_fold, config.seed)
+    split = data.train_split()
+    jobs = [TrainJob(split, config, out / "checkpoint.pt", test_eval(config), f"{data.name} seed {config.seed}",
+                     meta) for config, out in zip(configs, outs, strict=True)]
+    trained = train_models(jobs, dev, resume=resume, progress=progress, cuda_graphs=cuda_graphs,
+                           checkpoint_every=checkpoint_every)
+    val_histories: list[list[dict[str, Any]] | None] = [None] * len(configs)
+    val_runs = [i for i, config in enumerate(configs) if config.selection == "val"]
+    if val_runs:
+        val_jobs = []
+        for i in val_runs:
+            config = configs[i]
+            val_split, (v_s, y_s, v_u, y_u) = validation_split(data, config.val_fold, config.seed)
 
-        def val_eval(m: IZF, epoch: int) -> dict:
-            return score(m, split, v_s, y_s, v_u, y_u, classifiers, config,
-                         evaluation_generator(config.seed, epoch, dev, validation=True))
+            def val_eval(m: IZF, epoch: int, config: IZFConfig = config, val_split=val_split,
+                         held=(v_s, y_s, v_u, y_u)) -> dict:
+                return score(m, val_split, *held, classifiers, config,
+                             evaluation_generator(config.seed, epoch, dev, validation=True))
 
-        _, val_history = train_model(split, config, dev, checkpoint=out / "val_checkpoint.pt", resume=resume,
-                                     eval_fn=val_eval, progress=progress,
-                                     desc=f"{data.name} val fold {config.val_fold}", cuda_graphs=cuda_graphs,
-                                     checkpoint_every=checkpoint_every)
+            val_jobs.append(TrainJob(val_split, config, outs[i] / "val_checkpoint.pt", val_eval,
+                                     f"{data.name} val fold {config.val_fold}"))
+        for i, (_, val_history) in zip(val_runs, train_models(val_jobs, dev, resume=resume, progress=progress,
+                                                                cuda_graphs=cuda_graphs,
+                                                                checkpoint_every=checkpoint_every), strict=True):
+            val_histories[i] = val_history
+    results = []
+    for config, choice, (model, history), val_history, out in zip(configs, choices, trained, val_histories, outs,
+                                                                   strict=True):
+        results.append(_record(data, config, choice, model, history, val_history, out, dev, classifiers,
+                               cuda_graphs, len(configs), t_start))
+    return results
+
+
+def _record(data: ZSLData, config: IZFConfig, precision: PrecisionChoice, model: IZF, history: list[dict[str, Any]],
+            val_history: list[dict[str, Any]] | None, out: Path, dev: torch.device, classifiers: tuple[str, ...],
+            cuda_graphs: str, together: int, t_start: float) -> RunResult:
+    """The run's :class:`RunResult`, written to ``out/results.json``, with a warning for each unsound classifier."""
     chosen = select_epochs(history, val_history, classifiers, config.selection)
     by_epoch = {r["epoch"]: r for r in history}
     result = RunResult(
@@ -220,7 +282,8 @@ def fit(
         environment={"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
                      "threads": torch.get_num_threads(), "precision": precision.to_dict(),
                      "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-                     **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {})},
+                     **({"cuda_graphs": cuda_graphs} if dev.type == "cuda" else {}),
+                     **({"runs_together": together} if together > 1 else {})},
         collapse=collapse_summary(history),
         immd_kernel={"scales": list(model.kernel_scales),
                      "bounds": list(model.immd_bounds) if model.immd_bounds is not None else None,
@@ -236,11 +299,11 @@ def fit(
             f"{data.name}, seed {config.seed}: the generated unseen features {what} (final spread_ratio "
             f"{c['final_spread_ratio']:.3g}, {since}): IZF-Softmax is trained on unseen classes unlike any real "
             f"class; see {out / RESULTS_FILE} 'collapse' and the per-epoch 'gen' and k_* records",
-            CollapseWarning, stacklevel=2)
+            CollapseWarning, stacklevel=4)
     for clf, side in result.one_sided().items():
         gz = result.gzsl[clf]
         warnings.warn(
             f"{data.name}, seed {config.seed}: {CLASSIFIER_NAMES.get(clf, clf)} recognises no "
             f"{'unseen' if side == 'seen' else 'seen'} test image in GZSL (U {gz['U']:.1f}, S {gz['S']:.1f}): every "
-            f"GZSL prediction falls on the {side} side", OneSidedWarning, stacklevel=2)
+            f"GZSL prediction falls on the {side} side", OneSidedWarning, stacklevel=4)
     return result

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The parts of benchmarks/gpu.sh as one job each: on a GPU cluster, `--engine submitit --gpus-per-task 1`.
 
-Each part (step, scaling, parity, train) runs `benchmarks/gpu.sh OUT` with PARTS set to it, its own
+Each part (step, scaling, parity, train, together) runs `benchmarks/gpu.sh OUT` with PARTS set to it, its own
 log (OUT/log_<part>.txt) and its own copy of the surrogate data (removed when the part ends), so the
 parts can run at once on different GPUs. TINY, PRECISIONS and BLOCKS are passed on as given here.
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from izf_lib.experiments.engine import GridRunError, add_engine_arguments, run_calls, settings_from_args  # noqa: E402
 from izf_lib.experiments.notebook_runs import command_job  # noqa: E402
 
-PARTS = ("step", "scaling", "parity", "train")
+PARTS = ("step", "scaling", "parity", "train", "together")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,3 +53,15 @@ def write_raw(root: Path, fmat: dict | None, smat: dict | None, name: str = "TIN
 def randomised(module: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:
     """``module`` with every parameter ~ N(0, std^2) from ``seed``: checks away from the near-identity init."""
     return randomise_parameters_(module, std, torch.Generator().manual_seed(seed))
+
+
+TIMING_KEYS = frozenset({"train_seconds", "eval_seconds", "total_seconds", "timings"})
+
+
+def without_keys(obj, keys=TIMING_KEYS):
+    """A results.json structure with every entry named in ``keys`` (default: the wall-clock ones) removed."""
+    if isinstance(obj, dict):
+        return {k: without_keys(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [without_keys(v, keys) for v in obj]
+    return obj

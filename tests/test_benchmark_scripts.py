@@ -41,6 +41,9 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
         parity = json.loads((tmp_path / f"{name}.json").read_text())
         assert parity["compared"] == compared and set(parity["runs"]) == set(compared)
         assert parity["max_relative_loss_difference"] == 0.0  # on a CPU, auto is the eager step: identical
+    together = json.loads((tmp_path / "together.json").read_text())
+    assert together["seeds"] == 3 and len(together["final_losses"]) == 3 and together["together_seconds"] > 0
+    assert together["seed0_max_relative_loss_difference"] == 0.0  # on a CPU, together is alone, bit for bit
     assert not (tmp_path / "data").exists()  # the surrogate is removed at the end
 
 

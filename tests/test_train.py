@@ -15,6 +15,8 @@ from izf_lib.data import TrainSplit, load_xlsa17, validation_split
 from izf_lib.experiment import RunResult, fit
 from izf_lib.train import CheckpointError, TrainingDivergedError, load_checkpoint, train_model
 
+from helpers import without_keys
+
 CPU = torch.device("cpu")
 SMALL = IZFConfig(hidden=64, epochs=30, batch_size=64, eval_every=0, softmax_steps=300, softmax_lr=1e-2, lr=1e-3,
                   seed=0)
@@ -167,18 +169,6 @@ def test_config_file_rejects_unknown_keys(tmp_path: Path) -> None:
         IZFConfig.from_file(cfg)
 
 
-TIMING_KEYS = {"train_seconds", "eval_seconds", "total_seconds", "timings"}
-
-
-def _without_timings(obj):
-    """A results.json structure with every wall-clock entry removed."""
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
-
-
 def test_final_scores_do_not_depend_on_the_evaluation_schedule(synthetic_dir: Path, tmp_path: Path) -> None:
     data = load_xlsa17("SYN", synthetic_dir)
     cfg = replace(SMALL, epochs=3, softmax_steps=20)
@@ -194,7 +184,7 @@ def test_same_seed_gives_identical_results_json_apart_from_timings(synthetic_dir
     fit(data, cfg, tmp_path / "a", device="cpu", progress=False)
     fit(data, cfg, tmp_path / "b", device="cpu", progress=False)
     fit(data, replace(cfg, seed=1), tmp_path / "c", device="cpu", progress=False)
-    a, b, c = (_without_timings(json.loads((tmp_path / x / "results.json").read_text())) for x in "abc")
+    a, b, c = (without_keys(json.loads((tmp_path / x / "results.json").read_text())) for x in "abc")
     assert a == b
     assert a["gzsl"]["softmax"] != c["gzsl"]["softmax"] or a["history"] != c["history"]
 
