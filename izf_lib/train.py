@@ -327,6 +327,8 @@ def _epoch_steps(step_fn: TrainStep, epoch: int, on_step: OnStep | None = None) 
     config = step_fn.config
     dev_gen = make_generator(config.seed, STREAM_TRAIN, epoch, step_fn.device)
     perm = torch.randperm(step_fn.y_cpu.numel(), generator=make_generator(config.seed, STREAM_SHUFFLE, epoch))
+    if step_fn.device.type == "cuda":  # page-locked: a batch's asynchronous copy then never holds up the host
+        perm = perm.pin_memory()
     step_fn.model.train()
     step_fn.reset()
     for step, s in enumerate(range(0, perm.numel(), config.batch_size)):

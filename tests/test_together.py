@@ -125,4 +125,4 @@ def test_graphed_runs_on_their_own_streams_train_as_alone(synthetic_dir: Path) -
     for job, (_, history) in zip(jobs, together, strict=True):
         _, alone = train_model(split, job.config, gpu, progress=False)
         for rt, ra in zip(history, alone, strict=True):
-            assert rt["loss"] == pytest.approx(ra["loss"], rel=1e-4)
+            assert rt["loss"] == pytest.approx(ra["loss"], rel=1e-3)  # as the CUDA graph's own test
