@@ -85,9 +85,13 @@ def environment(device: torch.device) -> dict[str, Any]:
            "processor": platform.processor()}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                env["cpu_model"] = line.split(":", 1)[1].strip()
-                break
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name":
+                env["cpu_model"] = value
+            elif key in ("cpu family", "model"):  # a virtual machine's model name may hide the generation
+                env.setdefault("cpu_family_model", {})[key.replace("cpu ", "")] = int(value)
+            if not key:
+                break  # the first processor's block only
     except OSError:
         pass
     flags = cpu_flags()

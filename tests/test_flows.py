@@ -209,3 +209,14 @@ def test_affine_half_step_values_are_the_op_by_op_values(reverse: bool) -> None:
     else:
         ref, ref_ld = x * torch.exp(g) + t, g.sum(-1)
     assert torch.equal(out, ref) and torch.equal(log_det, ref_ld)
+
+
+def test_affine_half_step_refuses_a_second_derivative() -> None:
+    """Its backward is written by hand and not itself differentiable: asking for more is an error, not a zero."""
+    from izf_lib.flows import _AffineHalf
+
+    x, s, t = (torch.randn(2, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out, log_det = _AffineHalf.apply(x, s, t, 2.0, False)
+    (d_s,) = torch.autograd.grad((out.square().sum() + log_det.sum()), s, create_graph=True)
+    with pytest.raises(RuntimeError, match="marked with @once_differentiable"):
+        d_s.sum().backward()
