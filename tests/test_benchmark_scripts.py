@@ -66,6 +66,11 @@ def test_train_step_times_the_fixed_shape_step_on_request(tmp_path: Path) -> Non
     step = json.loads(out.read_text())
     runs = {r["name"]: r for r in step["runs"]}
     assert set(runs) == {"izf_full", "izf_nll", "izf_full_graph", "izf_nll_graph"}
+    for precision, (before, after) in step["matmul_limits_measured_gflops"].items():  # the higher bound is used
+        limit = step["matmul_limits_gflops"][precision]
+        assert limit == max(before, after)
+        for r in (r for r in step["runs"] if r["precision"] == precision):
+            assert r["fraction_of_matmul_limit"] == pytest.approx(r["achieved_gflops"] / limit)
     parts = runs["izf_full"]["profile_ms_per_step"]  # where the eager step's time goes
     assert set(parts) == {"matmul", "casts", "optimizer", "other"} and parts["matmul"] > 0 and parts["optimizer"] > 0
     assert "profile_ms_per_step" not in runs["izf_full_graph"]
