@@ -239,7 +239,7 @@ def _fit_runs(data: ZSLData, configs: list[IZFConfig], out_dirs: list[str | os.P
                              evaluation_generator(config.seed, epoch, dev, validation=True))
 
             val_jobs.append(TrainJob(val_split, config, outs[i] / "val_checkpoint.pt", val_eval,
-                                     f"{data.name} val fold {config.val_fold}"))
+                                     f"{data.name} seed {config.seed} val fold {config.val_fold}"))
         for i, (_, val_history) in zip(val_runs, train_models(val_jobs, dev, resume=resume, progress=progress,
                                                                 cuda_graphs=cuda_graphs,
                                                                 checkpoint_every=checkpoint_every), strict=True):
