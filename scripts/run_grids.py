@@ -23,7 +23,7 @@ Grids (each writes one JSON or CSV per run and a collected CSV; a rerun skips fi
   at_scale  (only when named) the defaults on 2048-d surrogates of AWA1, CUB and SUN shapes, 3 seeds x 100 epochs,
             beside the Gaussian generator (izf_lib.experiments.at_scale); --scale 1 is full size (a minute a
             run on a GPU with --device cuda --jobs 1; on 2 CPU cores 35 min or more a run, --jobs 1), else pass a
-            smaller --scale; --shapes and --seeds N take a subset
+            smaller --scale; --shapes and --seeds N take a subset; --together trains a shape's seeds in one process
             (each run gets cpu_count // jobs threads: 2048-d products gain from them); --lc-reduction R and
             --lambda-c W train with L_C reduced by R and weighted by W, into results/at_scale_lc_R/ (or
             at_scale_lambda_cW/) where they are not the library's defaults
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", choices=at_scale.SHAPES, default=list(at_scale.SHAPES),
                    help="at_scale: the benchmark shapes to train (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="at_scale: seeds 0 .. N-1 (default 3)")
+    p.add_argument("--together", action="store_true",
+                   help="at_scale: train each shape's seeds together in one process (on a GPU their steps overlap "
+                        "on separate CUDA streams; each record is the one its seed gives alone)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="at_scale: the runs' precision (default auto, as for train: bf16 on a CPU with AMX or "
                         "AVX512-BF16, tf32 on CUDA, else fp32; izf_lib.precision); recorded in each run's record")
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                                          shapes=("AWA1",) if smoke else tuple(args.shapes),
                                          extra={"softmax_steps": 5, "hidden": 16, "precision": "fp32", **lc} if smoke
                                          else {"precision": args.precision, **lc},
-                                         threads=max(1, (os.cpu_count() or 1) // args.jobs))
+                                         threads=max(1, (os.cpu_count() or 1) // args.jobs),
+                                         together=args.together)
         writers.append(lambda: at_scale.write_at_scale_csv(scale_dir))
     if "oracle" in args.only:
         claim_folder(out / "oracle")

@@ -130,7 +130,7 @@ def test_run_grids_writes_another_lc_reduction_into_its_own_at_scale_folder(tmp_
     other = next(r for r in LC_REDUCTIONS if r != IZFConfig.lc_reduction)
     script = Path(__file__).resolve().parents[1] / "scripts" / "run_grids.py"
     cmd = [sys.executable, str(script), "--only", "at_scale", "--smoke", "--lc-reduction", other, "--jobs", "1",
-           "--out", str(tmp_path)]
+           "--out", str(tmp_path), "--together"]  # --together: the script's flag reaches at_scale_calls
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tmp_path / "at_scale").exists()  # the default's folder is left alone

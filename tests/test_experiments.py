@@ -383,6 +383,36 @@ def test_an_at_scale_run_scores_izf_and_the_gaussian_generator_and_resumes(tmp_p
         at_scale_calls(tmp_path, shapes=("NOPE",))
 
 
+@pytest.mark.slow  # trains 2048-d surrogates
+def test_at_scale_seeds_trained_together_write_the_records_they_write_alone(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from izf_lib.experiments import at_scale
+
+    kw = {"scale": 0.02, "seeds": [0, 1], "epochs": 1, "device": "cpu", "shapes": ("AWA1",),
+          "extra": {"hidden": 16, "softmax_steps": 5, "precision": "fp32"}, "data_root": tmp_path / "data"}
+    calls = at_scale.at_scale_calls(tmp_path / "together", together=True, **kw)
+    assert len(calls) == 1 and calls[0][1][3] == [0, 1]  # one call per shape, its seeds as a list
+    calls[0][0](calls[0][1])
+    for fn, job in at_scale.at_scale_calls(tmp_path / "alone", **kw):
+        fn(job)
+    clocks = {"seconds", "runs_together"}
+    together, alone = (sorted(at_scale.read_records(tmp_path / d), key=lambda r: r["seed"])
+                       for d in ("together", "alone"))
+    assert [r["runs_together"] for r in together] == [2, 2] and all("runs_together" not in r for r in alone)
+    assert [{k: v for k, v in r.items() if k not in clocks} for r in together] == [
+        {k: v for k, v in r.items() if k not in clocks} for r in alone]
+    assert at_scale.at_scale_calls(tmp_path / "together", together=True, **kw) == []  # done: resumed
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("a run of the group diverged")
+
+    monkeypatch.setattr(at_scale, "fit_together", fails)  # a failing group falls back to one seed at a time
+    (fn, job), = at_scale.at_scale_calls(tmp_path / "fallback", together=True, **kw)
+    with pytest.warns(RuntimeWarning, match="running them one by one"):
+        fn(job)
+    assert len(at_scale.read_records(tmp_path / "fallback")) == 2
+
+
 def test_jobs_none_runs_one_worker_per_usable_core_and_keeps_the_order() -> None:
     from izf_lib.experiments.grid import run_jobs, usable_cores
 

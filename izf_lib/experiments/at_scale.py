@@ -18,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from typing import Any
 import torch
 
 from ..config import IZFConfig
-from ..data import load_xlsa17
-from ..experiment import CLASSIFIER_NAMES, fit
+from ..data import ZSLData, load_xlsa17
+from ..experiment import CLASSIFIER_NAMES, RunResult, fit, fit_together
 from ..metrics import one_sided
 from ..prepare import BENCHMARK_SHAPES, prepare_synthetic
 from ..tune import standard_error
@@ -78,42 +79,56 @@ def _record_path(out_dir: Path, like: str, scale: float, seed: int) -> Path:
     return out_dir / "records" / f"{like}_x{scale:g}" / f"seed{seed}.json"
 
 
-def run_at_scale(job: tuple[str, str, float, int, int, str, str, dict[str, Any], int]) -> str:
+def run_at_scale(job: tuple[str, str, float, int | list[int], int, str, str, dict[str, Any], int]) -> str:
     """Train one surrogate and seed with the defaults (and ``extra`` overrides) on ``threads`` CPU threads (2048-d
-    products gain from them, unlike the small grids' networks); writes its JSON record."""
-    out_dir, like, scale, seed, epochs, data_root, device, extra, threads = job
-    path = _record_path(Path(out_dir), like, scale, seed)
-    name = f"{setting_name(like, scale)} / seed {seed}"
-    if path.is_file():
-        return name
+    products gain from them, unlike the small grids' networks); writes its JSON record.
+
+    With a list of seeds, the seeds whose records are missing are trained together in one process
+    (:func:`~izf_lib.experiment.fit_together`: on a GPU their steps overlap), each giving the record it gives
+    alone. If that fails (a diverged run stops its group), each seed is run alone, so the others still land
+    and the failing one records its error."""
+    out_dir, like, scale, seeds, epochs, data_root, device, extra, threads = job
+    group = seeds if isinstance(seeds, list) else [seeds]
+    todo = [s for s in group if not _record_path(Path(out_dir), like, scale, s).is_file()]
+    name = f"{setting_name(like, scale)} / seed{'s' if isinstance(seeds, list) else ''} " + " ".join(map(str, group))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _train_and_record(path, like, scale, seed, epochs, data_root, device, extra, threads)
+        if isinstance(seeds, list) and len(todo) > 1:
+            try:
+                _train_and_record_together(Path(out_dir), like, scale, todo, epochs, data_root, device, extra,
+                                           threads)
+                return name
+            except Exception as exc:  # noqa: BLE001 (any failure: the seeds are retried one by one below)
+                warnings.warn(f"{name}: training the seeds together failed ({type(exc).__name__}: {exc}); "
+                              "running them one by one", RuntimeWarning, stacklevel=2)
+        for seed in todo:
+            if not _record_path(Path(out_dir), like, scale, seed).is_file():
+                _train_and_record(_record_path(Path(out_dir), like, scale, seed), like, scale, seed, epochs,
+                                  data_root, device, extra, threads)
     finally:
         torch.set_num_threads(before)
     return name
 
 
-def _train_and_record(path: Path, like: str, scale: float, seed: int, epochs: int, data_root: str, device: str,
-                      extra: dict[str, Any], threads: int) -> None:
+def _surrogate(like: str, scale: float, data_root: str, config: IZFConfig) -> ZSLData:
+    """The 2048-d surrogate of ``like`` at ``scale``, written under ``data_root`` on first use."""
     data_name = f"SYN_{like}_d{D_V}_x{scale:g}_s{DATA_SEED}"
     if not (Path(data_root) / data_name / "res101.mat").is_file():
         prepare_synthetic(data_root, like=like, scale=scale, d_v=D_V, seed=DATA_SEED, name=data_name)
-    config = IZFConfig.from_dict({"eval_every": 0, "epochs": epochs, "seed": seed, **extra})
-    data = load_xlsa17(data_name, data_root, feature_scaling=config.feature_scaling)
-    record: dict[str, Any] = {"setting": setting_name(like, scale), "like": like, "scale": scale, "d_v": D_V,
-                              "data_seed": DATA_SEED, "seed": seed, "epochs": epochs,
-                              "objective": objective_stamp(config), "overrides": extra, "threads": threads,
-                              "chance_T1": 100.0 / len(data.unseen)}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            result = fit(data, config, tmp, device=device, progress=False)
-        except Exception as exc:  # a diverged run is a result, flagged, not a crash of the grid
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, record)
-            return
+    return load_xlsa17(data_name, data_root, feature_scaling=config.feature_scaling)
+
+
+def _base_record(data: ZSLData, config: IZFConfig, like: str, scale: float, seed: int, epochs: int,
+                 extra: dict[str, Any], threads: int) -> dict[str, Any]:
+    return {"setting": setting_name(like, scale), "like": like, "scale": scale, "d_v": D_V,
+            "data_seed": DATA_SEED, "seed": seed, "epochs": epochs,
+            "objective": objective_stamp(config), "overrides": extra, "threads": threads,
+            "chance_T1": 100.0 / len(data.unseen)}
+
+
+def _finish_record(path: Path, record: dict[str, Any], result: RunResult, data: ZSLData, seed: int) -> None:
+    """Add the run's scores, the Gaussian generator's, the collapse diagnostics and the history; write it."""
     t0 = time.perf_counter()
     gauss = score_baseline(GaussianGenerator(seed=seed).fit(data.train_split()), data)
     record.update({
@@ -124,15 +139,52 @@ def _train_and_record(path: Path, like: str, scale: float, seed: int, epochs: in
         "history": [{k: r.get(k) for k in ("epoch", "l_flow", "l_c", "l_immd", "k_ss", "k_uu", "k_su", "gen")}
                     for r in result.history],
     })
+    if "runs_together" in result.environment:
+        record["runs_together"] = result.environment["runs_together"]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
+
+
+def _config(seed: int, epochs: int, extra: dict[str, Any]) -> IZFConfig:
+    return IZFConfig.from_dict({"eval_every": 0, "epochs": epochs, "seed": seed, **extra})
+
+
+def _train_and_record(path: Path, like: str, scale: float, seed: int, epochs: int, data_root: str, device: str,
+                      extra: dict[str, Any], threads: int) -> None:
+    config = _config(seed, epochs, extra)
+    data = _surrogate(like, scale, data_root, config)
+    record = _base_record(data, config, like, scale, seed, epochs, extra, threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = fit(data, config, tmp, device=device, progress=False)
+        except Exception as exc:  # a diverged run is a result, flagged, not a crash of the grid
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, record)
+            return
+    _finish_record(path, record, result, data, seed)
+
+
+def _train_and_record_together(out_dir: Path, like: str, scale: float, seeds: list[int], epochs: int,
+                               data_root: str, device: str, extra: dict[str, Any], threads: int) -> None:
+    configs = [_config(seed, epochs, extra) for seed in seeds]
+    data = _surrogate(like, scale, data_root, configs[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        results = fit_together(data, configs, [Path(tmp) / f"seed_{s}" for s in seeds], device=device,
+                               progress=False)
+    for seed, config, result in zip(seeds, configs, results, strict=True):
+        _finish_record(_record_path(out_dir, like, scale, seed),
+                       _base_record(data, config, like, scale, seed, epochs, extra, threads), result, data, seed)
 
 
 def at_scale_calls(out_dir: str | os.PathLike, scale: float = 1.0, seeds: range | list[int] = range(3),
                    epochs: int = 100, data_root: str | os.PathLike | None = None, device: str = "auto",
                    shapes: tuple[str, ...] = SHAPES, extra: dict[str, Any] | None = None,
-                   threads: int = 1) -> list[Call]:
-    """One call per (shape, seed) whose record is not on disk yet, each run on ``threads`` CPU threads."""
+                   threads: int = 1, together: bool = False) -> list[Call]:
+    """One call per (shape, seed) whose record is not on disk yet, each run on ``threads`` CPU threads.
+
+    ``together``: one call per shape instead, training its missing seeds together in one process
+    (on a GPU their steps overlap; each record is the one the seed gives alone)."""
     out_dir = Path(out_dir)
     unknown = [s for s in shapes if s not in BENCHMARK_SHAPES]
     if unknown:
@@ -142,8 +194,12 @@ def at_scale_calls(out_dir: str | os.PathLike, scale: float = 1.0, seeds: range 
     root = str(data_root if data_root is not None else out_dir / "data")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    missing = {like: [s for s in seeds if not _record_path(out_dir, like, scale, s).is_file()] for like in shapes}
+    if together:
+        return [(run_at_scale, (str(out_dir), like, float(scale), todo, epochs, root, device, dict(extra or {}),
+                                threads)) for like, todo in missing.items() if todo]
     return [(run_at_scale, (str(out_dir), like, float(scale), seed, epochs, root, device, dict(extra or {}), threads))
-            for like in shapes for seed in seeds if not _record_path(out_dir, like, scale, seed).is_file()]
+            for like, todo in missing.items() for seed in todo]
 
 
 def read_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
