@@ -164,6 +164,9 @@ def train_models(
         with matmul_precision(precisions[0], device):
             for epoch in range(first, last + 1):
                 active = [run for run in runs if run.start <= epoch <= run.config.epochs]
+                for run in active:  # the state to replay the epoch from if its loss turns out non-finite
+                    with run.on_stream():
+                        run.snapshot = _snapshot(run.model, run.opt, run.snapshot)
                 t0 = time.perf_counter()
                 batches = _interleave(active, epoch)
                 means = {id(run): run.epoch_means(batches[id(run)]) for run in active}
@@ -183,9 +186,6 @@ def _interleave(runs: list[_Run], epoch: int) -> dict[int, int]:
     """One epoch of every run, a step of each in turn (each on its own stream); returns batches per run."""
     steppers = {id(run): _epoch_steps(run.step_fn, epoch) for run in runs}
     batches = dict.fromkeys(steppers, 0)
-    for run in runs:
-        with run.on_stream():
-            run.snapshot = _snapshot(run.model, run.opt, run.snapshot)
     pending = list(runs)
     while pending:
         still = []
@@ -234,7 +234,7 @@ class _Run:
             self.step_fn = TrainStep(model, opt, v, y, train.y, unseen, config, fixed_shapes=fixed_shapes)
             self.seen_stats = seen_statistics(v, y) if unseen.numel() else None
         self.unseen = unseen
-        self.snapshot: tuple[dict, dict] | None = None  # the state at the epoch's start (_interleave takes it)
+        self.snapshot: tuple[dict, dict] | None = None  # the state at the epoch's start (train_models takes it)
         self.bar = tqdm(total=config.epochs, desc=job.desc, disable=not progress, initial=self.start - 1,
                         position=position, leave=True)
 

@@ -79,22 +79,21 @@ def _record_path(out_dir: Path, like: str, scale: float, seed: int) -> Path:
     return out_dir / "records" / f"{like}_x{scale:g}" / f"seed{seed}.json"
 
 
-def run_at_scale(job: tuple[str, str, float, int | list[int], int, str, str, dict[str, Any], int]) -> str:
-    """Train one surrogate and seed with the defaults (and ``extra`` overrides) on ``threads`` CPU threads (2048-d
-    products gain from them, unlike the small grids' networks); writes its JSON record.
+def run_at_scale(job: tuple[str, str, float, list[int], int, str, str, dict[str, Any], int]) -> str:
+    """Train one surrogate's seeds with the defaults (and ``extra`` overrides) on ``threads`` CPU threads (2048-d
+    products gain from them, unlike the small grids' networks); writes one JSON record per seed.
 
-    With a list of seeds, the seeds whose records are missing are trained together in one process
+    Two or more seeds whose records are missing are trained together in one process
     (:func:`~izf_lib.experiment.fit_together`: on a GPU their steps overlap), each giving the record it gives
     alone. If that fails (a diverged run stops its group), each seed is run alone, so the others still land
     and the failing one records its error."""
     out_dir, like, scale, seeds, epochs, data_root, device, extra, threads = job
-    group = seeds if isinstance(seeds, list) else [seeds]
-    todo = [s for s in group if not _record_path(Path(out_dir), like, scale, s).is_file()]
-    name = f"{setting_name(like, scale)} / seed{'s' if isinstance(seeds, list) else ''} " + " ".join(map(str, group))
+    todo = [s for s in seeds if not _record_path(Path(out_dir), like, scale, s).is_file()]
+    name = f"{setting_name(like, scale)} / seed{'s' if len(seeds) > 1 else ''} {' '.join(map(str, seeds))}"
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        if isinstance(seeds, list) and len(todo) > 1:
+        if len(todo) > 1:
             try:
                 _train_and_record_together(Path(out_dir), like, scale, todo, epochs, data_root, device, extra,
                                            threads)
@@ -103,9 +102,9 @@ def run_at_scale(job: tuple[str, str, float, int | list[int], int, str, str, dic
                 warnings.warn(f"{name}: training the seeds together failed ({type(exc).__name__}: {exc}); "
                               "running them one by one", RuntimeWarning, stacklevel=2)
         for seed in todo:
-            if not _record_path(Path(out_dir), like, scale, seed).is_file():
-                _train_and_record(_record_path(Path(out_dir), like, scale, seed), like, scale, seed, epochs,
-                                  data_root, device, extra, threads)
+            path = _record_path(Path(out_dir), like, scale, seed)
+            if not path.is_file():
+                _train_and_record(path, like, scale, seed, epochs, data_root, device, extra, threads)
     finally:
         torch.set_num_threads(before)
     return name
@@ -198,8 +197,8 @@ def at_scale_calls(out_dir: str | os.PathLike, scale: float = 1.0, seeds: range 
     if together:
         return [(run_at_scale, (str(out_dir), like, float(scale), todo, epochs, root, device, dict(extra or {}),
                                 threads)) for like, todo in missing.items() if todo]
-    return [(run_at_scale, (str(out_dir), like, float(scale), seed, epochs, root, device, dict(extra or {}), threads))
-            for like, todo in missing.items() for seed in todo]
+    return [(run_at_scale, (str(out_dir), like, float(scale), [seed], epochs, root, device, dict(extra or {}),
+                            threads)) for like, todo in missing.items() for seed in todo]
 
 
 def read_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
