@@ -7,8 +7,12 @@
           float32 *before* the soft clamp, so the log-scales g(s), exp(g(s)), the affine
           update, the log-determinants, the densities, the MMD and every sum stay float32.
           A flow's exact inverse and its log-det are the precision-sensitive parts; only the
-          sub-networks, whose outputs need not be invertible, lose precision. Parameters,
-          optimiser state and checkpoints stay float32.
+          sub-networks, whose outputs need not be invertible, lose precision. The MMD kernel's
+          product x.x' stays float32 too: its squared distances |x|^2 + |x'|^2 - 2 x.x' cancel,
+          and a CPU bf16 product returns bfloat16, whose rounding (a fraction of x.x') loses the
+          distances of a feature to itself and within a collapsed set (chapter "Cost and
+          complexity" measures it).
+          Parameters, optimiser state and checkpoints stay float32.
 ``tf32``  float32 storage with TF32 tensor-core matrix products (CUDA only; on a CPU it is fp32).
 ``auto``  one of the above for the machine (:func:`choose_precision`): bf16 only where the hardware has
           bf16 matrix units *and* bf16 was measured both faster and within the fp32 seed spread on that
