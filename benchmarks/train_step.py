@@ -7,7 +7,11 @@ precision policy asked for (izf_lib.precision: fp32, bf16, tf32); the same NLL-o
 built from FrEIA (PermuteRandom + GLOWCouplingBlock, same widths and clamp) in fp32; and
 torch.mm throughput on the step's own GEMM shapes in each precision. With ``--profile``, each
 eager IZF row also records where its step's time goes (torch.profiler self time per step:
-matrix products, dtype casts, the optimiser, everything else). Writes JSON.
+matrix products, dtype casts, the optimiser, everything else). Each precision's row is timed on its
+own, one after another; a virtual machine's speed can drift by several percent within minutes, which
+moves the ratio of two rows. So the full objective's steps are also timed *paired*: one step of each
+precision in turn, round after round (the order reversed every other round), and the speed-up over
+fp32 is the median of the rounds' ratios (``paired`` in the JSON). Writes JSON.
 
     python benchmarks/train_step.py --out benchmarks/results/train_step_cpu.json
 """
@@ -25,7 +29,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, matmul_gflops, peak_memory_mb, reset_peak, time_fn, write_json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+from common import environment, matmul_gflops, peak_memory_mb, reset_peak, sync, time_fn, write_json  # noqa: E402
 
 from izf_lib.config import IZFConfig  # noqa: E402
 from izf_lib.model import IZF  # noqa: E402
@@ -81,6 +88,36 @@ def _optimiser_step(loss_fn: Callable[[], torch.Tensor], module: nn.Module, opt:
         torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
         opt.step()
     return step
+
+
+def paired_steps(steps: dict[str, Callable[[], None]], device: torch.device, rounds: int,
+                 warmup: int) -> dict[str, list[float]]:
+    """Wall seconds of one call of each of ``steps`` per round, for ``rounds`` rounds after ``warmup``:
+    within a round the steps run one after another, in the order given on even rounds and reversed on
+    odd ones, so a drift in the machine's speed touches every step alike."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    sync(device)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            steps[name]()
+            sync(device)
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
+def paired_speedup(seconds: dict[str, list[float]], base: str, other: str) -> dict:
+    """The speed-up of ``other`` over ``base`` from paired step times: the median over rounds of
+    base / other, with each round's ratio and the two median step times."""
+    ratios = [b / o for b, o in zip(seconds[base], seconds[other], strict=True)]
+    return {"baseline": base, "precision": other, "rounds": len(ratios), "ratio_per_round": ratios,
+            "speedup_median": statistics.median(ratios),
+            "median_seconds": {base: statistics.median(seconds[base]), other: statistics.median(seconds[other])},
+            "seconds": {base: seconds[base], other: seconds[other]}}
 
 
 def freia_flow(dim: int, hidden: int, blocks: int, clamp: float) -> nn.Module:
@@ -160,6 +197,31 @@ def measure(args: argparse.Namespace) -> dict:
             freia_step = _optimiser_step(freia_nll, net, opt, 10.0)
             out["runs"].append(_record("freia_nll", blocks, freia_step, device, args, limits["fp32"], "fp32"))
             del net, opt, freia_step
+    others = [pr for pr in args.precisions if pr != "fp32"]
+    if args.paired_rounds > 0 and "fp32" in args.precisions and others:
+        blocks = min(args.blocks)
+        steps, keep = {}, []
+        for precision in ["fp32", *others]:
+            cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
+            model = IZF(att, args.dim, cfg).to(device)
+            model.fit_immd_kernel(v, y, unseen.numel())
+            opt = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, device)
+            step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, cfg.grad_clip)
+
+            def in_precision(step: Callable[[], None] = step, precision: str = precision) -> None:
+                with matmul_precision(precision, device):
+                    step()
+
+            steps[precision] = in_precision
+            keep.append((model, opt))
+        seconds = paired_steps(steps, device, args.paired_rounds, args.warmup)
+        out["paired"] = [{"name": "izf_full", "blocks": blocks, **paired_speedup(seconds, "fp32", precision)}
+                         for precision in others]
+        for rec in out["paired"]:
+            print(f"K={blocks} izf_full {rec['precision']}, paired with fp32 over {rec['rounds']} rounds: "
+                  f"{rec['speedup_median']:.2f}x fp32 (median of the rounds' ratios; range "
+                  f"{min(rec['ratio_per_round']):.2f}-{max(rec['ratio_per_round']):.2f})")
+        del keep, steps
     # The limits once more after the runs: a virtual machine's throughput can drop for a while (two runs on one
     # VM measured half their usual limits before steps that ran at their usual speed). A limit is an upper
     # bound, so the higher of the two measurements is kept, and both are recorded.
@@ -233,10 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                    help="also time the training step replayed as a CUDA graph (auto: on a GPU; on: also on a CPU, "
                         "where the fixed-shape step runs eagerly)")
+    p.add_argument("--paired-rounds", type=int, default=10,
+                   help="rounds of the paired timing of the full objective (one step per precision per round; "
+                        "0: none)")
     p.add_argument("--profile", action="store_true",
                    help="also record where each eager IZF step's time goes on a CPU (torch.profiler, self time)")
     p.add_argument("--out", default="benchmarks/results/train_step.json")
     args = p.parse_args(argv)
+    if args.paired_rounds < 0:
+        p.error(f"--paired-rounds must be >= 0, got {args.paired_rounds}")
     write_json(measure(args), args.out)
     return 0
 

@@ -85,6 +85,41 @@ def test_train_step_times_the_fixed_shape_step_on_request(tmp_path: Path) -> Non
         assert env["code"].removesuffix("+changes") == head.stdout.strip()
 
 
+def test_train_step_pairs_the_precisions_step_by_step(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_step import main as train_step_main
+
+    out = tmp_path / "step.json"
+    train_step_main(["--dim", "32", "--d-a", "4", "--hidden", "16", "--batch", "16", "--blocks", "1", "--steps", "1",
+                     "--warmup", "1", "--precisions", "fp32", "tf32", "--no-freia", "--cuda-graphs", "off",
+                     "--paired-rounds", "3", "--out", str(out)])
+    (paired,) = json.loads(out.read_text())["paired"]
+    key = (paired["name"], paired["blocks"], paired["baseline"], paired["precision"])
+    assert key == ("izf_full", 1, "fp32", "tf32")
+    fp32, tf32 = paired["seconds"]["fp32"], paired["seconds"]["tf32"]
+    assert paired["rounds"] == len(fp32) == len(tf32) == 3
+    assert paired["ratio_per_round"] == pytest.approx([a / b for a, b in zip(fp32, tf32, strict=True)])
+    assert paired["speedup_median"] == pytest.approx(sorted(paired["ratio_per_round"])[1])
+    with pytest.raises(SystemExit):  # argparse's error
+        train_step_main(["--paired-rounds", "-1", "--out", str(tmp_path / "no.json")])
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_paired_steps_alternate_the_order_and_pair_the_rounds() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from train_step import paired_speedup, paired_steps
+
+    calls: list[str] = []
+    seconds = paired_steps({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
+                           rounds=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rounds in order, reversed, in order
+    assert [len(t) for t in seconds.values()] == [3, 3]
+    rec = paired_speedup({"fp32": [3.0, 6.0, 2.0], "bf16": [1.0, 3.0, 2.0]}, "fp32", "bf16")
+    assert rec["ratio_per_round"] == [3.0, 2.0, 1.0] and rec["speedup_median"] == 2.0
+    assert rec["median_seconds"] == {"fp32": 3.0, "bf16": 2.0} and rec["rounds"] == 3
+
+
 def test_step_flops_counts_the_gemms() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from train_step import gemm_shapes, step_flops
