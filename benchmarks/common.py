@@ -8,7 +8,7 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,12 @@ SPEED_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "a
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def max_relative_difference(a: list[dict], b: list[dict], keys: Iterable[str]) -> float:
+    """The largest |a - b| / |a| of the values under ``keys`` over two histories' epochs, paired in order."""
+    keys = list(keys)
+    return max(abs(x[k] - z[k]) / max(abs(x[k]), 1e-12) for x, z in zip(a, b, strict=True) for k in keys)
 
 
 def time_fn(fn: Callable[[], Any], device: torch.device, steps: int, warmup: int = 2) -> float:

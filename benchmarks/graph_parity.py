@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, write_json  # noqa: E402
+from common import environment, max_relative_difference, write_json  # noqa: E402
 
 from izf_lib.config import IZFConfig  # noqa: E402
 from izf_lib.data import load_xlsa17  # noqa: E402
@@ -47,8 +47,7 @@ def measure(args: argparse.Namespace) -> dict:
         models[label] = model
         print(f"cuda_graphs={mode}: {runs[label]['seconds']:.1f} s, last epoch {runs[label]['losses'][-1]}")
     a_run, b_run = (runs[x] for x in labels)
-    rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-12)
-              for a, b in zip(a_run["losses"], b_run["losses"], strict=True) for k in a)
+    rel = max_relative_difference(a_run["losses"], b_run["losses"], a_run["losses"][0])
     param = max(float((p.detach() - q.detach()).abs().max()) for p, q in
                 zip(models[labels[0]].parameters(), models[labels[1]].parameters(), strict=True))
     out = {"environment": environment(device), "dataset": args.dataset, "epochs": args.epochs,

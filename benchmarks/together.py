@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, sync, write_json  # noqa: E402
+from common import environment, max_relative_difference, sync, write_json  # noqa: E402
 
 from izf_lib.config import IZFConfig  # noqa: E402
 from izf_lib.data import load_xlsa17  # noqa: E402
@@ -59,8 +59,7 @@ def measure(args: argparse.Namespace) -> dict:
     jobs = [TrainJob(split, replace(config, seed=s)) for s in range(args.seeds)]
     together_s, histories = _timed(jobs, device, args.cuda_graphs)
     keys = [k for k in alone[0] if k.startswith(("l", "k_")) and isinstance(alone[0][k], float)]
-    rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-12) for a, b in zip(alone, histories[0], strict=True)
-              for k in keys)
+    rel = max_relative_difference(alone, histories[0], keys)
     out = {"environment": environment(device), "dataset": args.dataset, "data": data.summary(),
            "epochs": args.epochs, "seeds": args.seeds, "precision": choice.to_dict(), "cuda_graphs": args.cuda_graphs,
            "config": config.to_dict(), "alone_seconds": alone_s, "together_seconds": together_s,

@@ -90,6 +90,14 @@ def _optimiser_step(loss_fn: Callable[[], torch.Tensor], module: nn.Module, opt:
     return step
 
 
+def _izf_and_adam(config: IZFConfig, att: torch.Tensor, v: torch.Tensor, y: torch.Tensor, unseen: torch.Tensor,
+                  device: torch.device, capturable: bool = False) -> tuple[IZF, torch.optim.Optimizer]:
+    """An IZF model on the step's data with its iMMD kernel fitted and its Adam, as izf_lib.train sets them up."""
+    model = IZF(att, v.shape[1], config).to(device)
+    model.fit_immd_kernel(v, y, unseen.numel())
+    return model, make_adam(model.parameters(), config.lr, config.weight_decay, device, capturable=capturable)
+
+
 def paired_steps(steps: dict[str, Callable[[], None]], device: torch.device, rounds: int,
                  warmup: int) -> dict[str, list[float]]:
     """Wall seconds of one call of each of ``steps`` per round, for ``rounds`` rounds after ``warmup``:
@@ -158,9 +166,7 @@ def measure(args: argparse.Namespace) -> dict:
             cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
             nll_only = IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})
             for name, c in {"izf_full": cfg, "izf_nll": nll_only}.items():
-                model = IZF(att, args.dim, c).to(device)
-                model.fit_immd_kernel(v, y, unseen.numel())  # the iMMD kernel as izf_lib.train fits it
-                opt = make_adam(model.parameters(), c.lr, c.weight_decay, device)  # as izf_lib.train does
+                model, opt = _izf_and_adam(c, att, v, y, unseen, device)
                 step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
                 with matmul_precision(precision, device):
                     out["runs"].append(_record(name, blocks, step, device, args, limits[precision], precision))
@@ -168,9 +174,7 @@ def measure(args: argparse.Namespace) -> dict:
                         out["runs"][-1]["profile_ms_per_step"] = profile_step(step, args.steps)
                 del model, opt, step
                 if graphs:
-                    model = IZF(att, args.dim, c).to(device)
-                    model.fit_immd_kernel(v, y, unseen.numel())
-                    opt = make_adam(model.parameters(), c.lr, c.weight_decay, device, capturable=True)
+                    model, opt = _izf_and_adam(c, att, v, y, unseen, device, capturable=True)
                     train_step = TrainStep(model, opt, v, y, y.cpu(), unseen, c, fixed_shapes=True)
                     idx, gen = torch.arange(args.batch), torch.Generator(device=device).manual_seed(0)
                     with matmul_precision(precision, device):
@@ -200,20 +204,17 @@ def measure(args: argparse.Namespace) -> dict:
     others = [pr for pr in args.precisions if pr != "fp32"]
     if args.paired_rounds > 0 and "fp32" in args.precisions and others:
         blocks = min(args.blocks)
-        steps, keep = {}, []
+        steps = {}
         for precision in ["fp32", *others]:
             cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
-            model = IZF(att, args.dim, cfg).to(device)
-            model.fit_immd_kernel(v, y, unseen.numel())
-            opt = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, device)
+            model, opt = _izf_and_adam(cfg, att, v, y, unseen, device)
             step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, cfg.grad_clip)
 
             def in_precision(step: Callable[[], None] = step, precision: str = precision) -> None:
                 with matmul_precision(precision, device):
                     step()
 
-            steps[precision] = in_precision
-            keep.append((model, opt))
+            steps[precision] = in_precision  # holds its model and optimiser
         seconds = paired_steps(steps, device, args.paired_rounds, args.warmup)
         out["paired"] = [{"name": "izf_full", "blocks": blocks, **paired_speedup(seconds, "fp32", precision)}
                          for precision in others]
@@ -221,7 +222,7 @@ def measure(args: argparse.Namespace) -> dict:
             print(f"K={blocks} izf_full {rec['precision']}, paired with fp32 over {rec['rounds']} rounds: "
                   f"{rec['speedup_median']:.2f}x fp32 (median of the rounds' ratios; range "
                   f"{min(rec['ratio_per_round']):.2f}-{max(rec['ratio_per_round']):.2f})")
-        del keep, steps
+        del steps, model, opt, step
     # The limits once more after the runs: a virtual machine's throughput can drop for a while (two runs on one
     # VM measured half their usual limits before steps that ran at their usual speed). A limit is an upper
     # bound, so the higher of the two measurements is kept, and both are recorded.
