@@ -11,7 +11,10 @@ matrix products, dtype casts, the optimiser, everything else). Each precision's 
 own, one after another; a virtual machine's speed can drift by several percent within minutes, which
 moves the ratio of two rows. So the full objective's steps are also timed *paired*: one step of each
 precision in turn, round after round (the order reversed every other round), and the speed-up over
-fp32 is the median of the rounds' ratios (``paired`` in the JSON). Writes JSON.
+fp32 is the median of the rounds' ratios (``paired`` in the JSON). With ``--compile``, the full
+objective is also compiled with torch.compile (inductor, forward and backward) and timed per precision
+(rows ``izf_full_compiled``, and paired), which says what a graph compiler adds to the eager step.
+Writes JSON.
 
     python benchmarks/train_step.py --out benchmarks/results/train_step_cpu.json
 """
@@ -98,6 +101,15 @@ def _izf_and_adam(config: IZFConfig, att: torch.Tensor, v: torch.Tensor, y: torc
     return model, make_adam(model.parameters(), config.lr, config.weight_decay, device, capturable=capturable)
 
 
+def _objective_step(config: IZFConfig, att: torch.Tensor, v: torch.Tensor, y: torch.Tensor, unseen: torch.Tensor,
+                    device: torch.device, compiled: bool = False) -> Callable[[], None]:
+    """One optimiser step on ``config``'s objective for a new model; with ``compiled`` the objective is
+    compiled by torch.compile (inductor, forward and backward) at its first call."""
+    model, opt = _izf_and_adam(config, att, v, y, unseen, device)
+    objective = torch.compile(model.objective) if compiled else model.objective
+    return _optimiser_step(lambda: objective(v, y, unseen)["loss"], model, opt, config.grad_clip)
+
+
 def paired_steps(steps: dict[str, Callable[[], None]], device: torch.device, rounds: int,
                  warmup: int) -> dict[str, list[float]]:
     """Wall seconds of one call of each of ``steps`` per round, for ``rounds`` rounds after ``warmup``:
@@ -166,13 +178,12 @@ def measure(args: argparse.Namespace) -> dict:
             cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
             nll_only = IZFConfig.from_dict({**cfg.to_dict(), "lambda_c": 0.0, "lambda_immd": 0.0})
             for name, c in {"izf_full": cfg, "izf_nll": nll_only}.items():
-                model, opt = _izf_and_adam(c, att, v, y, unseen, device)
-                step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, c.grad_clip)
+                step = _objective_step(c, att, v, y, unseen, device)
                 with matmul_precision(precision, device):
                     out["runs"].append(_record(name, blocks, step, device, args, limits[precision], precision))
                     if args.profile and device.type == "cpu":
                         out["runs"][-1]["profile_ms_per_step"] = profile_step(step, args.steps)
-                del model, opt, step
+                del step
                 if graphs:
                     model, opt = _izf_and_adam(c, att, v, y, unseen, device, capturable=True)
                     train_step = TrainStep(model, opt, v, y, y.cpu(), unseen, c, fixed_shapes=True)
@@ -183,6 +194,17 @@ def measure(args: argparse.Namespace) -> dict:
                     rec["captured"] = train_step.captured
                     out["runs"].append(rec)
                     del model, opt, train_step
+            if args.compile:
+                step = _objective_step(cfg, att, v, y, unseen, device, compiled=True)
+                with matmul_precision(precision, device):
+                    t0 = time.perf_counter()
+                    step()  # compiles
+                    sync(device)
+                    first = time.perf_counter() - t0
+                    rec = _record("izf_full_compiled", blocks, step, device, args, limits[precision], precision)
+                rec["first_step_seconds"] = first  # compiling included
+                out["runs"].append(rec)
+                del step
         if not args.no_freia:
             try:
                 net = freia_flow(args.dim, args.hidden, blocks, 2.0).to(device)
@@ -204,25 +226,27 @@ def measure(args: argparse.Namespace) -> dict:
     others = [pr for pr in args.precisions if pr != "fp32"]
     if args.paired_rounds > 0 and "fp32" in args.precisions and others:
         blocks = min(args.blocks)
-        steps = {}
-        for precision in ["fp32", *others]:
-            cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
-            model, opt = _izf_and_adam(cfg, att, v, y, unseen, device)
-            step = _optimiser_step(lambda m=model: m.objective(v, y, unseen)["loss"], model, opt, cfg.grad_clip)
+        out["paired"] = []
+        variants = [("izf_full", False)] + ([("izf_full_compiled", True)] if args.compile else [])
+        for name, compiled in variants:
+            steps = {}
+            for precision in ["fp32", *others]:
+                cfg = IZFConfig(n_blocks=blocks, hidden=args.hidden, precision=precision)
+                step = _objective_step(cfg, att, v, y, unseen, device, compiled)
 
-            def in_precision(step: Callable[[], None] = step, precision: str = precision) -> None:
-                with matmul_precision(precision, device):
-                    step()
+                def in_precision(step: Callable[[], None] = step, precision: str = precision) -> None:
+                    with matmul_precision(precision, device):
+                        step()
 
-            steps[precision] = in_precision  # holds its model and optimiser
-        seconds = paired_steps(steps, device, args.paired_rounds, args.warmup)
-        out["paired"] = [{"name": "izf_full", "blocks": blocks, **paired_speedup(seconds, "fp32", precision)}
-                         for precision in others]
+                steps[precision] = in_precision  # holds its model and optimiser
+            seconds = paired_steps(steps, device, args.paired_rounds, args.warmup)
+            out["paired"] += [{"name": name, "blocks": blocks, **paired_speedup(seconds, "fp32", precision)}
+                              for precision in others]
+            del steps, step
         for rec in out["paired"]:
-            print(f"K={blocks} izf_full {rec['precision']}, paired with fp32 over {rec['rounds']} rounds: "
+            print(f"K={blocks} {rec['name']} {rec['precision']}, paired with fp32 over {rec['rounds']} rounds: "
                   f"{rec['speedup_median']:.2f}x fp32 (median of the rounds' ratios; range "
                   f"{min(rec['ratio_per_round']):.2f}-{max(rec['ratio_per_round']):.2f})")
-        del steps, model, opt, step
     # The limits once more after the runs: a virtual machine's throughput can drop for a while (two runs on one
     # VM measured half their usual limits before steps that ran at their usual speed). A limit is an upper
     # bound, so the higher of the two measurements is kept, and both are recorded.
@@ -251,8 +275,8 @@ def measure(args: argparse.Namespace) -> dict:
             base = find(r["name"], blocks, "fp32")
             if base is not None:
                 r["speedup_vs_fp32"] = base["seconds_per_step"] / r["seconds_per_step"]
-            eager = find(r["name"].removesuffix("_graph"), blocks, r["precision"])
-            if r["name"].endswith("_graph") and eager is not None:
+            eager = find(r["name"].removesuffix("_graph").removesuffix("_compiled"), blocks, r["precision"])
+            if r["name"].endswith(("_graph", "_compiled")) and eager is not None:
                 r["speedup_vs_eager"] = eager["seconds_per_step"] / r["seconds_per_step"]
             if ref is not None and r["name"] == "izf_nll":
                 r["speedup_vs_freia"] = ref["seconds_per_step"] / r["seconds_per_step"]
@@ -299,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paired-rounds", type=int, default=10,
                    help="rounds of the paired timing of the full objective (one step per precision per round; "
                         "0: none)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the full objective compiled by torch.compile (inductor), per precision and paired")
     p.add_argument("--profile", action="store_true",
                    help="also record where each eager IZF step's time goes on a CPU (torch.profiler, self time)")
     p.add_argument("--out", default="benchmarks/results/train_step.json")

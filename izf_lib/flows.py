@@ -294,7 +294,10 @@ class IZFFlow(nn.Module):
             return
         for c in self.couplings:
             if c.compute_dtype is not None:
-                c._casts = {id(net): c._subnet_weights(net) for net in (c.net1, c.net2)}
+                casts = {}
+                for net in (c.net1, c.net2):  # a loop, not a comprehension: torch.compile's tracer fails on that
+                    casts[id(net)] = c._subnet_weights(net)
+                c._casts = casts
         try:
             yield
         finally:

@@ -105,6 +105,28 @@ def test_train_step_pairs_the_precisions_step_by_step(tmp_path: Path) -> None:
     assert not (tmp_path / "no.json").exists()
 
 
+def test_train_step_compiles_the_objective_on_request(tmp_path: Path) -> None:
+    """--compile adds a torch.compile (inductor) row per precision and its own paired timing, with the
+    compiled step compared against the eager one; the eager rows and pairs stay as they are."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_step import main as train_step_main
+
+    out = tmp_path / "step.json"
+    train_step_main(["--dim", "32", "--d-a", "4", "--hidden", "16", "--batch", "16", "--blocks", "1", "--steps", "1",
+                     "--warmup", "1", "--precisions", "fp32", "bf16", "--no-freia", "--cuda-graphs", "off",
+                     "--paired-rounds", "2", "--compile", "--out", str(out)])
+    step = json.loads(out.read_text())
+    runs = {(r["name"], r["precision"]): r for r in step["runs"]}
+    assert set(runs) == {(n, p) for n in ("izf_full", "izf_nll", "izf_full_compiled") for p in ("fp32", "bf16")}
+    for precision in ("fp32", "bf16"):
+        compiled, eager = runs[("izf_full_compiled", precision)], runs[("izf_full", precision)]
+        assert compiled["matmul_gflop_per_step"] == eager["matmul_gflop_per_step"]  # the same work
+        assert compiled["speedup_vs_eager"] == pytest.approx(eager["seconds_per_step"] / compiled["seconds_per_step"])
+        assert compiled["first_step_seconds"] > compiled["seconds_per_step"]  # the first call compiles
+    assert [(p["name"], p["precision"], p["rounds"]) for p in step["paired"]] == [
+        ("izf_full", "bf16", 2), ("izf_full_compiled", "bf16", 2)]
+
+
 def test_paired_steps_alternate_the_order_and_pair_the_rounds() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
