@@ -48,7 +48,7 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # table, re-measured under the averaged L_C, within one fp32 seed s.d. on 7 of 8 scores: the exception, IZF-NBC S,
 # is 0.3 points higher in bf16 against an fp32 s.d. of 0.2 (train_step_cpu_avx512bf16_1.json,
 # precision_parity_cpu_avx512bf16.json); on an AMD EPYC of family 26 (Zen 5), with the hand-written backward of the
-# coupling halves, the full step 2.55-3.21x fp32 in rows timed apart and 2.81-2.88x in paired steps (one step of each
+# coupling halves, the full step 2.55-3.21x fp32 in rows timed apart and 2.69-2.88x in paired steps (one step of each
 # precision in turn), and the table within one fp32 s.d. on 6 of 8 scores, the two seen-class
 # accuracies S higher in bf16 by 0.5 and 0.2 points, within two (train_step_cpu_zen5_*.json,
 # precision_parity_cpu_zen5.json). CUDA: at parity on an H200, but its graphed step no faster than tf32.
